@@ -1,0 +1,55 @@
+//! The `dream3d` command line: one file per subcommand; each parses its options, calls the
+//! library and reports.
+
+mod info;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "dream3d", version, about = "Prompt distributions from reference images, to 2D images and 3D assets")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show where each component of a model was found, its architecture and parameter counts.
+    Info(info::InfoArgs),
+}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Info(args) => info::run(args),
+        }
+    }
+}
+
+/// How to find the Stable Diffusion model (shared by every subcommand that loads one).
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A diffusers folder, or a Hugging Face repo id looked up in the HF cache.
+    #[arg(long, default_value = "stabilityai/stable-diffusion-2-1-base")]
+    pub model: String,
+    /// Hub revision (branch, tag or commit).
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// Never download (also set by HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    /// Prefer the fp16 weight files (half the download; upcast on the CPU).
+    #[arg(long)]
+    pub fp16: bool,
+}
+
+impl ModelArgs {
+    pub fn lookup(&self) -> dream3d::weights::Lookup {
+        let default = dream3d::weights::Lookup::default();
+        dream3d::weights::Lookup {
+            revision: self.revision.clone(),
+            offline: self.offline || default.offline,
+            prefer_fp16: self.fp16,
+        }
+    }
+}

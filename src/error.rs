@@ -1,0 +1,75 @@
+//! Typed errors of the library. Each variant names the file, tensor or option at fault and,
+//! where there is one, the fix; the CLI only adds context.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("model `{model}` not found. Searched:\n{searched}\nFetch it with:\n  {fetch}")]
+    ModelNotFound {
+        model: String,
+        searched: String,
+        fetch: String,
+    },
+
+    #[error("{path}: missing {what}")]
+    MissingFile { path: PathBuf, what: String },
+
+    #[error("{path}: cannot read safetensors ({reason}); the file is truncated or corrupt: delete it and fetch it again")]
+    CorruptWeights { path: PathBuf, reason: String },
+
+    #[error("{path}: tensor `{name}` is missing")]
+    MissingTensor { path: PathBuf, name: String },
+
+    #[error("{path}: tensor `{name}` has shape {found:?}, expected {expected:?}; the weights do not match config.json")]
+    ShapeMismatch {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    #[error("{path}: unexpected tensors the model does not use: {names}")]
+    UnexpectedTensors { path: PathBuf, names: String },
+
+    #[error("{path}: {field} = {value} is not supported ({supported})")]
+    UnsupportedConfig {
+        path: PathBuf,
+        field: String,
+        value: String,
+        supported: String,
+    },
+
+    #[error("{path}: invalid JSON: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+
+    #[error("download of `{file}` from `{repo}` failed: {reason}")]
+    Download {
+        repo: String,
+        file: String,
+        reason: String,
+    },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("invalid input: {0}")]
+    Input(String),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
+        Error::Io {
+            path: path.into(),
+            reason: err.to_string(),
+        }
+    }
+}

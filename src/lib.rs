@@ -1,0 +1,13 @@
+//! dream3d: prompt distributions (DreamDistribution) learned from reference images, sampled as
+//! 2D images and distilled into 3D assets with MVDream. See `ARCHITECTURE.md` for the map.
+
+pub mod device;
+pub mod diffusion;
+pub mod error;
+pub mod models;
+pub mod nn;
+pub mod stable_diffusion;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{Error, Result};

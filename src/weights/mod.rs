@@ -1,0 +1,8 @@
+//! Finding and loading weights: the HF cache, diffusers folders, checkpoint files.
+
+pub mod hub;
+mod model_files;
+mod store;
+
+pub use model_files::{ComponentFiles, Lookup, ModelFiles};
+pub use store::{Scope, Weights};
