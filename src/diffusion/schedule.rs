@@ -95,7 +95,7 @@ impl NoiseSchedule {
             (_, Some(b)) => b.iter().map(|&x| x as f32).collect(),
             ("linear", None) => linspace_f32(c.beta_start as f32, c.beta_end as f32, n),
             ("scaled_linear", None) => {
-                linspace_f32((c.beta_start as f32).sqrt(), (c.beta_end as f32).sqrt(), n)
+                linspace_f32(c.beta_start.sqrt() as f32, c.beta_end.sqrt() as f32, n)
                     .into_iter()
                     .map(|b| b * b)
                     .collect()
@@ -128,13 +128,14 @@ impl NoiseSchedule {
                 return Err(unsupported(path, field, true, "false (as in every SD 1.x/2.x release)"));
             }
         }
-        // torch.cumprod in float32, as the reference computes it.
-        let mut acc = 1f32;
+        // torch.cumprod of float32 alphas accumulates in double and rounds each result to
+        // float32; doing the same reproduces diffusers' table bit for bit.
+        let mut acc = 1f64;
         let alphas_cumprod: Vec<f64> = betas
             .iter()
             .map(|b| {
-                acc *= 1.0 - b;
-                acc as f64
+                acc *= (1.0 - b) as f64;
+                acc as f32 as f64
             })
             .collect();
         Ok(Self {
@@ -226,20 +227,21 @@ impl NoiseSchedule {
     }
 }
 
-/// `torch.linspace` in float32: stepping from the start for the first half and back from the
-/// end for the second, so the end points are exact.
+/// `torch.linspace` in float32, bit for bit: a float32 step, each point `start + step·i` (or
+/// `end − step·(n−1−i)` for the second half) rounded once, as the vectorised kernel's fused
+/// multiply-add does.
 fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
     if n == 1 {
         return vec![start];
     }
-    let step = (end - start) / (n - 1) as f32;
+    let step = ((end - start) / (n - 1) as f32) as f64;
     let half = n / 2;
     (0..n)
         .map(|i| {
             if i < half {
-                start + step * i as f32
+                (start as f64 + step * i as f64) as f32
             } else {
-                end - step * (n - 1 - i) as f32
+                (end as f64 - step * (n - 1 - i) as f64) as f32
             }
         })
         .collect()

@@ -1,0 +1,60 @@
+//! Shared test helpers: the project's copy of the reference fixtures and tensor comparisons.
+#![allow(dead_code)]
+
+use candle_core::{DType, Device, Tensor};
+use dream3d::weights::{Lookup, ModelFiles};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// `tests/fixtures/sd_tiny`: a tiny random SD 2.x model in diffusers layout plus parity tensors
+/// made with diffusers (see its README.txt).
+pub fn sd_tiny_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd_tiny")
+}
+
+pub fn sd_tiny_files() -> ModelFiles {
+    Lookup {
+        offline: true,
+        ..Lookup::default()
+    }
+    .resolve(sd_tiny_dir().to_str().unwrap())
+    .expect("sd_tiny fixture resolves")
+}
+
+/// The reference tensors of `parity.safetensors`.
+pub fn parity() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(sd_tiny_dir().join("parity.safetensors"), &Device::Cpu)
+        .expect("parity.safetensors loads")
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+pub fn max_abs(a: &Tensor) -> f32 {
+    a.to_dtype(DType::F32)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Token ids of a fixture tensor as u32 rows.
+pub fn id_rows(t: &Tensor) -> Vec<Vec<u32>> {
+    t.to_dtype(DType::U32).unwrap().to_vec2::<u32>().unwrap()
+}
