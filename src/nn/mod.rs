@@ -6,6 +6,8 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod frozen;
+#[cfg(test)]
+mod gradcheck;
 pub mod linear;
 pub mod norm;
 
