@@ -50,6 +50,7 @@ impl ModelArgs {
             revision: self.revision.clone(),
             offline: self.offline || default.offline,
             prefer_fp16: self.fp16,
+            ..default
         }
     }
 }

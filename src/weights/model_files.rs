@@ -42,6 +42,8 @@ pub struct ModelFiles {
 /// How to find a model.
 #[derive(Debug, Clone)]
 pub struct Lookup {
+    /// The HF hub cache ([`hub::cache_dir`] by default).
+    pub cache: PathBuf,
     pub revision: String,
     /// Never touch the network (also implied by `HF_HUB_OFFLINE`).
     pub offline: bool,
@@ -52,6 +54,7 @@ pub struct Lookup {
 impl Default for Lookup {
     fn default() -> Self {
         Self {
+            cache: hub::cache_dir(),
             revision: "main".into(),
             offline: hub::offline_by_env(),
             prefer_fp16: false,
@@ -77,18 +80,18 @@ impl Lookup {
         if path.is_dir() {
             return self.from_folder(model, path);
         }
-        let cache = hub::cache_dir();
+        let cache = &self.cache;
         let mut searched = vec![path.display().to_string()];
         if is_repo_id(model) {
-            let repo = hub::repo_dir(&cache, model);
+            let repo = hub::repo_dir(cache, model);
             searched.push(format!("{} (revision {})", repo.display(), self.revision));
-            if let Some(snapshot) = hub::snapshot_dir(&cache, model, &self.revision) {
+            if let Some(snapshot) = hub::snapshot_dir(cache, model, &self.revision) {
                 if let Ok(files) = self.from_folder(model, &snapshot) {
                     return Ok(files);
                 }
             }
             if !self.offline {
-                return self.download(model, &cache);
+                return self.download(model, cache);
             }
         }
         Err(Error::ModelNotFound {
