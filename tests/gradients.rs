@@ -139,7 +139,7 @@ fn frozen_weights_get_no_gradient() {
     let mut checked = 0;
     for w in &m.weights {
         for (name, t) in w.tensors() {
-            assert!(grads.get(t).is_none(), "frozen weight {name} got a gradient");
+            assert!(grads.get(&t).is_none(), "frozen weight {name} got a gradient");
             checked += 1;
         }
     }

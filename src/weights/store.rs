@@ -9,11 +9,28 @@ use std::sync::{Arc, Mutex};
 /// Tensors that loaders may find in real checkpoints and legitimately ignore.
 const IGNORED_SUFFIXES: &[&str] = &["embeddings.position_ids"];
 
+/// Where tensors come from.
+enum Source {
+    /// Exactly the tensors read from a file.
+    Loaded,
+    /// Made on request with the requested shape, uniform in ±1/√fan_in (PyTorch's default
+    /// init; norm weights 1, biases 0): real-size models for benchmarks without real weights.
+    Random {
+        rng: Mutex<rand::rngs::StdRng>,
+        dtype: DType,
+        device: Device,
+    },
+    /// Made on request as zero-cost broadcast views: builds a model only to list the tensor
+    /// names and shapes it needs.
+    Placeholder,
+}
+
 struct Inner {
     path: PathBuf,
     /// The dtype the file stores its floating-point tensors in.
     stored_dtype: DType,
-    tensors: BTreeMap<String, Tensor>,
+    source: Source,
+    tensors: Mutex<BTreeMap<String, Tensor>>,
     used: Mutex<BTreeSet<String>>,
 }
 
@@ -64,6 +81,31 @@ impl Weights {
         Ok(weights)
     }
 
+    /// Random weights of whatever shapes the model asks for, reproducible from `seed`.
+    pub fn random(seed: u64, dtype: DType, device: &Device) -> Self {
+        use rand::SeedableRng;
+        Self::on_request(Source::Random {
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// Zero-memory stand-ins of whatever shapes the model asks for (see [`Self::tensors`]).
+    pub fn placeholder() -> Self {
+        Self::on_request(Source::Placeholder)
+    }
+
+    fn on_request(source: Source) -> Self {
+        Self(Arc::new(Inner {
+            path: PathBuf::from("<generated weights>"),
+            stored_dtype: DType::F32,
+            source,
+            tensors: Mutex::new(BTreeMap::new()),
+            used: Mutex::new(BTreeSet::new()),
+        }))
+    }
+
     /// Wraps tensors already in memory; `path` is only used in messages.
     pub fn from_tensors(path: &Path, tensors: BTreeMap<String, Tensor>) -> Self {
         let stored_dtype = tensors
@@ -74,7 +116,8 @@ impl Weights {
         Self(Arc::new(Inner {
             stored_dtype,
             path: path.to_path_buf(),
-            tensors,
+            source: Source::Loaded,
+            tensors: Mutex::new(tensors),
             used: Mutex::new(BTreeSet::new()),
         }))
     }
@@ -94,23 +137,25 @@ impl Weights {
         }
     }
 
-    /// Every tensor held, by name (used by tests to check that no frozen weight gets a gradient).
-    pub fn tensors(&self) -> impl Iterator<Item = (&String, &Tensor)> {
-        self.0.tensors.iter()
+    /// Every tensor held, by name (tests use it to check that no frozen weight gets a
+    /// gradient, and to compare a model's tensor layout with a reference list).
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        let tensors = self.0.tensors.lock().unwrap();
+        tensors.iter().map(|(n, t)| (n.clone(), t.clone())).collect()
     }
 
     /// Total element count of the tensors the model took.
     pub fn used_parameter_count(&self) -> usize {
         let used = self.0.used.lock().unwrap();
-        used.iter().map(|n| self.0.tensors[n].elem_count()).sum()
+        let tensors = self.0.tensors.lock().unwrap();
+        used.iter().map(|n| tensors[n].elem_count()).sum()
     }
 
     /// Fails when the file holds tensors the model never asked for (a config/weights mismatch).
     pub fn check_all_used(&self) -> Result<()> {
         let used = self.0.used.lock().unwrap();
-        let extra: Vec<&str> = self
-            .0
-            .tensors
+        let tensors = self.0.tensors.lock().unwrap();
+        let extra: Vec<&str> = tensors
             .keys()
             .filter(|k| !used.contains(*k) && !IGNORED_SUFFIXES.iter().any(|s| k.ends_with(s)))
             .map(String::as_str)
@@ -155,14 +200,20 @@ impl Scope {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.weights.0.tensors.contains_key(&self.full_name(name))
+        self.weights.0.tensors.lock().unwrap().contains_key(&self.full_name(name))
     }
 
     /// The tensor `name`, which must have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let full = self.full_name(name);
         let inner = &self.weights.0;
-        let t = inner.tensors.get(&full).ok_or_else(|| Error::MissingTensor {
+        let mut tensors = inner.tensors.lock().unwrap();
+        if !tensors.contains_key(&full) {
+            if let Some(t) = inner.source.make(&full, shape)? {
+                tensors.insert(full.clone(), t);
+            }
+        }
+        let t = tensors.get(&full).ok_or_else(|| Error::MissingTensor {
             path: inner.path.clone(),
             name: full.clone(),
         })?;
@@ -178,22 +229,39 @@ impl Scope {
         Ok(t.clone())
     }
 
-    pub fn dtype(&self) -> DType {
-        self.weights
-            .0
-            .tensors
-            .values()
-            .find(|t| t.dtype().is_float())
-            .map_or(DType::F32, Tensor::dtype)
-    }
-
+    /// The device of the tensors (the CPU for placeholders).
     pub fn device(&self) -> Device {
-        self.weights
-            .0
-            .tensors
-            .values()
-            .next()
-            .map_or(Device::Cpu, |t| t.device().clone())
+        if let Source::Random { device, .. } = &self.weights.0.source {
+            return device.clone();
+        }
+        let tensors = self.weights.0.tensors.lock().unwrap();
+        tensors.values().next().map_or(Device::Cpu, |t| t.device().clone())
+    }
+}
+
+impl Source {
+    /// A new tensor `name` of `shape`, or `None` for loaded weights (where absence is an error).
+    fn make(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        match self {
+            Source::Loaded => Ok(None),
+            Source::Placeholder => Ok(Some(Tensor::zeros(1, DType::F32, &Device::Cpu)?.broadcast_as(shape)?)),
+            Source::Random { rng, dtype, device } => {
+                use rand::Rng;
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = if name.ends_with("bias") {
+                    vec![0.0; n]
+                } else if shape.len() == 1 {
+                    vec![1.0; n]
+                } else {
+                    let bound = 1.0 / (n / shape[0]).max(1) as f32;
+                    let bound = bound.sqrt();
+                    let mut rng = rng.lock().unwrap();
+                    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+                };
+                let t = Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(*dtype)?.to_device(device)?;
+                Ok(Some(t))
+            }
+        }
     }
 }
 
