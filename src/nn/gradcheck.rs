@@ -63,8 +63,17 @@ fn group_and_layer_norm() {
     let w = weights(&[("weight", randn(&[6], 3)), ("bias", randn(&[6], 4))]);
     let gn = GroupNorm::load(&w.root(), 3, 6, 1e-6).unwrap();
     check(&[2, 6, 3, 2], |x| gn.forward(x).unwrap());
+    check(&[2, 6, 3, 2], |x| gn.forward_composite(x).unwrap());
     let ln = LayerNorm::load(&w.root(), 6, 1e-5).unwrap();
     check(&[2, 5, 6], |x| ln.forward(x).unwrap());
+    check(&[2, 5, 6], |x| ln.forward_composite(x).unwrap());
+    // The fused kernel and the tensor-op version agree.
+    let x = randn(&[2, 6, 3, 2], 9);
+    let diff = (gn.forward(&x).unwrap() - gn.forward_composite(&x).unwrap()).unwrap();
+    assert!(diff.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() < 1e-12);
+    let x = randn(&[2, 5, 6], 9);
+    let diff = (ln.forward(&x).unwrap() - ln.forward_composite(&x).unwrap()).unwrap();
+    assert!(diff.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() < 1e-12);
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod frozen;
 mod gradcheck;
 pub mod linear;
 pub mod norm;
+mod norm_kernel;
 
 pub use activation::Activation;
 pub use attention::{scaled_dot_product, softmax_last_dim, Attention};

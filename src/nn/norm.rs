@@ -5,6 +5,7 @@
 //! textbook formula (storing only the input rather than every intermediate).
 
 use super::frozen::FrozenOp;
+use super::norm_kernel::{self, FusedNorm, NormShape};
 use crate::weights::Scope;
 use candle_core::{Result as CResult, Tensor, D};
 
@@ -56,6 +57,23 @@ impl GroupNorm {
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
         let g = self.groups;
+        if norm_kernel::applicable(x, &[&self.weight, &self.bias]) {
+            let shape = NormShape {
+                channels_per_group: c / g,
+                spatial: dims[2..].iter().product(),
+                groups: g,
+                eps: self.eps,
+            };
+            return fused(x, &self.weight, &self.bias, shape);
+        }
+        self.forward_composite(x)
+    }
+
+    /// Tensor-op version for devices and dtypes without the fused kernel.
+    pub(crate) fn forward_composite(&self, x: &Tensor) -> CResult<Tensor> {
+        let dims = x.dims().to_vec();
+        let (b, c) = (dims[0], dims[1]);
+        let g = self.groups;
         let channel_shape = (1, c, 1);
         let w = self.weight.reshape(channel_shape)?;
         let bias = self.bias.reshape(channel_shape)?;
@@ -97,6 +115,20 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        if norm_kernel::applicable(x, &[&self.weight, &self.bias]) {
+            let shape = NormShape {
+                channels_per_group: self.weight.dim(0)?,
+                spatial: 1,
+                groups: 1,
+                eps: self.eps,
+            };
+            return fused(x, &self.weight, &self.bias, shape);
+        }
+        self.forward_composite(x)
+    }
+
+    /// Tensor-op version for devices and dtypes without the fused kernel.
+    pub(crate) fn forward_composite(&self, x: &Tensor) -> CResult<Tensor> {
         let (w, b, eps) = (self.weight.clone(), self.bias.clone(), self.eps);
         let forward = move |x: &Tensor| standardise(x, eps)?.0.broadcast_mul(&w)?.broadcast_add(&b);
         let w = self.weight.clone();
@@ -105,4 +137,12 @@ impl LayerNorm {
         };
         FrozenOp::new("layer-norm", forward, backward).apply(x, &[&self.weight, &self.bias])
     }
+}
+
+fn fused(x: &Tensor, weight: &Tensor, bias: &Tensor, shape: NormShape) -> CResult<Tensor> {
+    x.contiguous()?.apply_op1(FusedNorm {
+        weight: weight.clone(),
+        bias: bias.clone(),
+        shape,
+    })
 }

@@ -19,6 +19,8 @@ enum Source {
         rng: Mutex<rand::rngs::StdRng>,
         dtype: DType,
         device: Device,
+        /// Make each tensor a `Var`, so candle computes and keeps its gradient.
+        trainable: bool,
     },
     /// Made on request as zero-cost broadcast views: builds a model only to list the tensor
     /// names and shapes it needs.
@@ -83,11 +85,22 @@ impl Weights {
 
     /// Random weights of whatever shapes the model asks for, reproducible from `seed`.
     pub fn random(seed: u64, dtype: DType, device: &Device) -> Self {
+        Self::random_with(seed, dtype, device, false)
+    }
+
+    /// As [`Self::random`], but every tensor is a `Var`: candle then computes and keeps a
+    /// gradient for each weight, as stock candle modules do (benchmarks compare against it).
+    pub fn random_vars(seed: u64, dtype: DType, device: &Device) -> Self {
+        Self::random_with(seed, dtype, device, true)
+    }
+
+    fn random_with(seed: u64, dtype: DType, device: &Device, trainable: bool) -> Self {
         use rand::SeedableRng;
         Self::on_request(Source::Random {
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
             dtype,
             device: device.clone(),
+            trainable,
         })
     }
 
@@ -245,7 +258,12 @@ impl Source {
         match self {
             Source::Loaded => Ok(None),
             Source::Placeholder => Ok(Some(Tensor::zeros(1, DType::F32, &Device::Cpu)?.broadcast_as(shape)?)),
-            Source::Random { rng, dtype, device } => {
+            Source::Random {
+                rng,
+                dtype,
+                device,
+                trainable,
+            } => {
                 use rand::Rng;
                 let n: usize = shape.iter().product();
                 let values: Vec<f32> = if name.ends_with("bias") {
@@ -259,7 +277,11 @@ impl Source {
                     (0..n).map(|_| rng.random_range(-bound..bound)).collect()
                 };
                 let t = Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(*dtype)?.to_device(device)?;
-                Ok(Some(t))
+                if *trainable {
+                    Ok(Some(candle_core::Var::from_tensor(&t)?.as_tensor().clone()))
+                } else {
+                    Ok(Some(t))
+                }
             }
         }
     }
