@@ -1,6 +1,7 @@
 //! 2-D convolution with frozen weights.
 
 use super::frozen::FrozenOp;
+use super::im2col::{self, ConvGeometry};
 use crate::weights::Scope;
 use candle_core::{Result as CResult, Tensor};
 
@@ -31,14 +32,36 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        self.forward_with(x, im2col::applicable(x))
+    }
+
+    /// `use_im2col` picks our CPU kernels over candle's convolution (which other devices and
+    /// dtypes use); tests run both.
+    pub(crate) fn forward_with(&self, x: &Tensor, use_im2col: bool) -> CResult<Tensor> {
         let (w, b, stride, padding) = (
             self.weight.clone(),
             self.bias.clone(),
             self.stride,
             self.padding,
         );
+        let geometry = move |x: &Tensor, w: &Tensor| -> CResult<ConvGeometry> {
+            let (batch, channels, in_h, in_w) = x.dims4()?;
+            Ok(ConvGeometry {
+                batch,
+                channels,
+                in_h,
+                in_w,
+                kernel: w.dim(2)?,
+                stride,
+                padding,
+            })
+        };
         let forward = move |x: &Tensor| {
-            let y = x.conv2d(&w, padding, stride, 1, 1)?;
+            let y = if use_im2col {
+                im2col::conv2d(x, &w, geometry(x, &w)?)?
+            } else {
+                x.conv2d(&w, padding, stride, 1, 1)?
+            };
             match &b {
                 Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
                 None => Ok(y),
@@ -46,7 +69,11 @@ impl Conv2d {
         };
         let w = self.weight.clone();
         let backward = move |x: &Tensor, _: &Tensor, g: &Tensor| {
-            input_gradient(x.dims4()?, g, &w, stride, padding)
+            if use_im2col {
+                im2col::conv2d_input_grad(g, &w, geometry(x, &w)?)
+            } else {
+                input_gradient(x.dims4()?, g, &w, stride, padding)
+            }
         };
         let mut params = vec![&self.weight];
         params.extend(self.bias.as_ref());

@@ -54,8 +54,18 @@ fn conv_stride_1_and_2_on_odd_even_input() {
     let w = weights(&[("weight", randn(&[4, 3, 3, 3], 3)), ("bias", randn(&[4], 4))]);
     for stride in [1, 2] {
         let conv = conv::Conv2d::load(&w.root(), 3, 4, 3, stride, 1).unwrap();
-        check(&[2, 3, 7, 6], |x| conv.forward(x).unwrap());
+        for use_im2col in [true, false] {
+            check(&[2, 3, 7, 6], |x| conv.forward_with(x, use_im2col).unwrap());
+        }
+        let x = randn(&[2, 3, 7, 6], 9);
+        let ours = conv.forward_with(&x, true).unwrap();
+        let candle = conv.forward_with(&x, false).unwrap();
+        let diff = (ours - candle).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f64>().unwrap() < 1e-12);
     }
+    let pointwise = weights(&[("weight", randn(&[4, 3, 1, 1], 3)), ("bias", randn(&[4], 4))]);
+    let conv = conv::Conv2d::load(&pointwise.root(), 3, 4, 1, 1, 0).unwrap();
+    check(&[2, 3, 5, 4], |x| conv.forward(x).unwrap());
 }
 
 #[test]

@@ -6,6 +6,7 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod frozen;
+mod im2col;
 #[cfg(test)]
 mod gradcheck;
 pub mod linear;

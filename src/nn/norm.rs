@@ -55,7 +55,7 @@ impl GroupNorm {
 
     pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let dims = x.dims().to_vec();
-        let (b, c) = (dims[0], dims[1]);
+        let c = dims[1];
         let g = self.groups;
         if norm_kernel::applicable(x, &[&self.weight, &self.bias]) {
             let shape = NormShape {
