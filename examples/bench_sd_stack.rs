@@ -141,5 +141,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The allocator the `dream3d` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -141,18 +141,31 @@ pub fn applicable(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
 }
 
-/// `conv2d(x, w) ` for B×C×H×W `x` and O×C×k×k `w` (untracked tensors).
+/// `conv2d(x, w)` for B×C×H×W `x` and O×C×k×k `w` (untracked tensors), one image at a time
+/// so that the column buffer stays k·k times one image, not the batch.
 pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
     let out_ch = w.dim(0)?;
-    let cols = x.contiguous()?.apply_op1_no_bwd(&Im2Col(g))?;
-    let y = w.reshape((out_ch, g.rows()))?.matmul(&cols)?; // O × (B·OH·OW)
-    y.reshape((out_ch, g.batch, g.out_h(), g.out_w()))?.transpose(0, 1)?.contiguous()
+    let w = w.reshape((out_ch, g.rows()))?;
+    let one = ConvGeometry { batch: 1, ..g };
+    let images = (0..g.batch)
+        .map(|b| {
+            let cols = x.narrow(0, b, 1)?.contiguous()?.apply_op1_no_bwd(&Im2Col(one))?;
+            w.matmul(&cols)?.reshape((1, out_ch, g.out_h(), g.out_w()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&images, 0)
 }
 
-/// dL/dx of [`conv2d`] given dL/dy (B×O×OH×OW): col2im(wᵀ · dy).
+/// dL/dx of [`conv2d`] given dL/dy (B×O×OH×OW): col2im(wᵀ · dy), per image.
 pub fn conv2d_input_grad(grad: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
     let out_ch = w.dim(0)?;
-    let dy = grad.transpose(0, 1)?.contiguous()?.reshape((out_ch, g.cols()))?;
-    let dcols = w.reshape((out_ch, g.rows()))?.t()?.matmul(&dy)?;
-    dcols.apply_op1_no_bwd(&Col2Im(g))
+    let wt = w.reshape((out_ch, g.rows()))?.t()?;
+    let one = ConvGeometry { batch: 1, ..g };
+    let images = (0..g.batch)
+        .map(|b| {
+            let dy = grad.narrow(0, b, 1)?.contiguous()?.reshape((out_ch, one.cols()))?;
+            wt.matmul(&dy)?.apply_op1_no_bwd(&Col2Im(one))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&images, 0)
 }
