@@ -9,7 +9,9 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
-use dream3d::models::{AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig};
+use dream3d::models::{
+    AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
+};
 use dream3d::weights::Weights;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +19,9 @@ use std::time::Instant;
 const WORKLOADS: [&str; 4] = ["unet_fwd", "unet_fwd_bwd", "clip_fwd", "vae_enc_fwd_bwd"];
 
 fn config(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/configs/sd21-base").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/configs/sd21-base")
+        .join(name)
 }
 
 fn weights(stock: bool) -> Weights {
@@ -50,9 +54,15 @@ fn setup(name: &str, stock: bool) -> Result<Box<dyn Fn() -> Result<()>>> {
         }
         "unet_fwd_bwd" => {
             let unet = unet(stock)?;
-            let (x, ctx) = (randn(&[1, 4, 32, 32])?, Var::from_tensor(&randn(&[1, 77, 1024])?)?);
+            let (x, ctx) = (
+                randn(&[1, 4, 32, 32])?,
+                Var::from_tensor(&randn(&[1, 77, 1024])?)?,
+            );
             Box::new(move || {
-                let loss = unet.forward(&x, &[751.0], ctx.as_tensor())?.sqr()?.mean_all()?;
+                let loss = unet
+                    .forward(&x, &[751.0], ctx.as_tensor())?
+                    .sqr()?
+                    .mean_all()?;
                 let grads = loss.backward()?;
                 anyhow::ensure!(grads.get(ctx.as_tensor()).is_some());
                 Ok(())
@@ -112,26 +122,46 @@ fn run_child(name: &str, reps: usize, stock: bool) -> Result<serde_json::Value> 
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let stock = args.iter().any(|a| a == "--stock");
     let reps: usize = value("--reps").map_or(Ok(3), |r| r.parse())?;
     if let Some(name) = value("--child") {
         println!("{}", run_child(&name, reps, stock)?);
         return Ok(());
     }
-    let out = value("--json").ok_or_else(|| anyhow::anyhow!("usage: bench_sd_stack --json OUT.json [--reps N] [--only NAME,…] [--stock]"))?;
+    let out = value("--json").ok_or_else(|| {
+        anyhow::anyhow!(
+            "usage: bench_sd_stack --json OUT.json [--reps N] [--only NAME,…] [--stock]"
+        )
+    })?;
     let only = value("--only");
     let mut results = serde_json::Map::new();
-    for name in WORKLOADS.iter().filter(|w| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == **w))) {
+    for name in WORKLOADS
+        .iter()
+        .filter(|w| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == **w)))
+    {
         let mut cmd = std::process::Command::new(std::env::current_exe()?);
         cmd.args(["--child", name, "--reps", &reps.to_string()]);
         if stock {
             cmd.arg("--stock");
         }
         let output = cmd.output()?;
-        anyhow::ensure!(output.status.success(), "{name} failed: {}", String::from_utf8_lossy(&output.stderr));
+        anyhow::ensure!(
+            output.status.success(),
+            "{name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let result: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-        eprintln!("{name:<16} median {:>7.2} s   peak {:>5.2} GB", result["median_s"].as_f64().unwrap_or(0.0), result["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9);
+        eprintln!(
+            "{name:<16} median {:>7.2} s   peak {:>5.2} GB",
+            result["median_s"].as_f64().unwrap_or(0.0),
+            result["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
+        );
         results.insert(name.to_string(), result);
     }
     if let Some(dir) = Path::new(&out).parent() {

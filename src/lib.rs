@@ -4,8 +4,11 @@
 pub mod device;
 pub mod diffusion;
 pub mod error;
+pub mod fit;
 pub mod models;
 pub mod nn;
+pub mod optim;
+pub mod prompt;
 pub mod stable_diffusion;
 pub mod tokenizer;
 pub mod weights;

@@ -4,10 +4,12 @@
 use crate::diffusion::NoiseSchedule;
 use crate::error::Result;
 use crate::models::unet::UNetLayout;
-use crate::models::{AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig};
+use crate::models::{
+    AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
+};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::{ModelFiles, Weights};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 /// What loading one network's file found.
 #[derive(Debug, Clone, Copy)]
@@ -19,7 +21,7 @@ pub struct LoadStats {
 }
 
 impl LoadStats {
-    fn of(weights: &Weights) -> Self {
+    pub fn of(weights: &Weights) -> Self {
         Self {
             parameters: weights.used_parameter_count(),
             stored_dtype: weights.stored_dtype(),
@@ -44,27 +46,40 @@ pub struct StableDiffusion {
     pub schedule: NoiseSchedule,
     pub parameters: ParameterCounts,
     pub dtype: DType,
+    /// The tensors each network took (text encoder, UNet, VAE).
+    weights: [Weights; 3],
 }
 
 impl StableDiffusion {
     pub fn load(files: ModelFiles, dtype: DType, device: &Device) -> Result<Self> {
-        let text_encoder = load_text_encoder(&files, dtype, device)?;
-        let (unet, unet_params) = load_unet(&files, dtype, device)?;
-        let (vae, vae_params) = load_vae(&files, dtype, device)?;
+        let (text_encoder, text_weights) = load_text_encoder(&files, dtype, device)?;
+        let (unet, unet_weights) = load_unet(&files, dtype, device)?;
+        let (vae, vae_weights) = load_vae(&files, dtype, device)?;
         Ok(Self {
             tokenizer: ClipTokenizer::for_model(files.tokenizer_dir.as_deref())?,
             schedule: NoiseSchedule::load(&files.scheduler_config)?,
             parameters: ParameterCounts {
-                text_encoder: text_encoder.1,
-                unet: unet_params,
-                vae: vae_params,
+                text_encoder: LoadStats::of(&text_weights),
+                unet: LoadStats::of(&unet_weights),
+                vae: LoadStats::of(&vae_weights),
             },
-            text_encoder: text_encoder.0,
+            weights: [text_weights, unet_weights, vae_weights],
+            text_encoder,
             unet,
             vae,
             files,
             dtype,
         })
+    }
+
+    /// The device the networks run on.
+    pub fn unet_device(&self) -> Device {
+        self.unet.device().clone()
+    }
+
+    /// Every frozen weight of the three networks, by name (tests check none gets a gradient).
+    pub fn weight_tensors(&self) -> Vec<(String, Tensor)> {
+        self.weights.iter().flat_map(Weights::tensors).collect()
     }
 
     /// Image resolution in pixels the UNet was trained at (512 for 2.1-base, 768 for 2.1).
@@ -74,29 +89,41 @@ impl StableDiffusion {
     }
 }
 
-pub fn load_text_encoder(files: &ModelFiles, dtype: DType, device: &Device) -> Result<(ClipTextModel, LoadStats)> {
+pub fn load_text_encoder(
+    files: &ModelFiles,
+    dtype: DType,
+    device: &Device,
+) -> Result<(ClipTextModel, Weights)> {
     let c = &files.text_encoder;
     let config = ClipTextConfig::load(&c.config)?;
     let weights = Weights::load(&c.weights, dtype, device)?;
     let model = ClipTextModel::load(config, &c.config, &weights)?;
     weights.check_all_used()?;
-    Ok((model, LoadStats::of(&weights)))
+    Ok((model, weights))
 }
 
-pub fn load_unet(files: &ModelFiles, dtype: DType, device: &Device) -> Result<(UNet2DConditionModel, LoadStats)> {
+pub fn load_unet(
+    files: &ModelFiles,
+    dtype: DType,
+    device: &Device,
+) -> Result<(UNet2DConditionModel, Weights)> {
     let c = &files.unet;
     let (config, layout): (UNetConfig, UNetLayout) = UNetConfig::load(&c.config)?;
     let weights = Weights::load(&c.weights, dtype, device)?;
     let model = UNet2DConditionModel::load(config, layout, &weights)?;
     weights.check_all_used()?;
-    Ok((model, LoadStats::of(&weights)))
+    Ok((model, weights))
 }
 
-pub fn load_vae(files: &ModelFiles, dtype: DType, device: &Device) -> Result<(AutoencoderKL, LoadStats)> {
+pub fn load_vae(
+    files: &ModelFiles,
+    dtype: DType,
+    device: &Device,
+) -> Result<(AutoencoderKL, Weights)> {
     let c = &files.vae;
     let config = VaeConfig::load(&c.config)?;
     let weights = Weights::load(&c.weights, dtype, device)?;
     let model = AutoencoderKL::load(config, &weights)?;
     weights.check_all_used()?;
-    Ok((model, LoadStats::of(&weights)))
+    Ok((model, weights))
 }

@@ -16,7 +16,8 @@ const BUNDLED_MERGES: &str = include_str!("../assets/clip/merges.txt");
 
 /// CLIP's pre-tokenisation: special tokens, contractions, letter runs, single digits, and runs of
 /// other non-space characters; everything else (whitespace) is dropped.
-const SPLIT_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const SPLIT_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 pub struct ClipTokenizer {
     inner: Tokenizer,
@@ -34,18 +35,24 @@ impl ClipTokenizer {
         // SD 2.x pads with "!" (id 0, as open_clip does), SD 1.x with <|endoftext|>.
         let specials = dir.join("special_tokens_map.json");
         if let Ok(text) = std::fs::read_to_string(&specials) {
-            let map: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
-                path: specials.clone(),
-                reason: e.to_string(),
-            })?;
+            let map: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::BadConfig {
+                    path: specials.clone(),
+                    reason: e.to_string(),
+                })?;
             let pad = match &map["pad_token"] {
                 serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+                serde_json::Value::Object(o) => {
+                    o.get("content").and_then(|c| c.as_str()).map(String::from)
+                }
                 _ => None,
             };
             if let Some(pad) = pad {
                 tok.pad = tok.inner.token_to_id(&pad).ok_or_else(|| {
-                    Error::Tokenizer(format!("{}: pad token {pad:?} is not in the vocabulary", specials.display()))
+                    Error::Tokenizer(format!(
+                        "{}: pad token {pad:?} is not in the vocabulary",
+                        specials.display()
+                    ))
                 })?;
             }
         }
@@ -104,7 +111,9 @@ impl ClipTokenizer {
             .to_string()
             .parse()
             .map_err(|e| Error::Tokenizer(format!("cannot build the CLIP BPE tokenizer: {e}")))?;
-        if inner.token_to_id("<|startoftext|>") != Some(BOS) || inner.token_to_id("<|endoftext|>") != Some(EOS) {
+        if inner.token_to_id("<|startoftext|>") != Some(BOS)
+            || inner.token_to_id("<|endoftext|>") != Some(EOS)
+        {
             return Err(Error::Tokenizer(
                 "vocab.json is not the CLIP vocabulary (<|startoftext|> must be 49406, <|endoftext|> 49407)".into(),
             ));

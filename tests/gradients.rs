@@ -2,6 +2,7 @@
 //! central finite differences:
 //! - soft-token embeddings → CLIP text encoder → UNet → loss (what `fit` trains through);
 //! - image → VAE encoder → latents (what score distillation back-propagates through).
+//!
 //! The directional-derivative checks cover every coordinate at once, so an op that silently
 //! detaches its output (candle's fused LayerNorm/softmax) anywhere on the path fails them.
 
@@ -9,7 +10,9 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::sd_tiny_files;
-use dream3d::models::{AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig};
+use dream3d::models::{
+    AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
+};
 use dream3d::tokenizer::{BOS, EOS};
 use dream3d::weights::Weights;
 use rand::{Rng, SeedableRng};
@@ -46,9 +49,15 @@ impl TextToUNet {
         let mut ids = vec![BOS, 0, 0, 0, 0, EOS];
         ids.resize(77, 0);
         let ids = Tensor::new(ids, &DEV).unwrap().unsqueeze(0).unwrap();
-        let mask: Vec<f64> = (0..77).map(|i| if (1..=SOFT).contains(&i) { 0.0 } else { 1.0 }).collect();
+        let mask: Vec<f64> = (0..77)
+            .map(|i| if (1..=SOFT).contains(&i) { 0.0 } else { 1.0 })
+            .collect();
         let mask = Tensor::from_vec(mask, (1, 77, 1), &DEV).unwrap();
-        let frame = text.embed_tokens(&ids).unwrap().broadcast_mul(&mask).unwrap();
+        let frame = text
+            .embed_tokens(&ids)
+            .unwrap()
+            .broadcast_mul(&mask)
+            .unwrap();
         Self {
             text,
             unet,
@@ -89,7 +98,10 @@ fn dot(a: &Tensor, b: &Tensor) -> f64 {
 fn check_gradient(f: impl Fn(&Tensor) -> Tensor, x0: &Tensor, coords: &[usize]) {
     let var = Var::from_tensor(x0).unwrap();
     let grads = f(var.as_tensor()).backward().unwrap();
-    let grad = grads.get(var.as_tensor()).expect("input has a gradient").clone();
+    let grad = grads
+        .get(var.as_tensor())
+        .expect("input has a gradient")
+        .clone();
     let g = grad.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     let scale = g.iter().fold(0f64, |m, v| m.max(v.abs()));
     assert!(scale > 0.0, "gradient is identically zero");
@@ -99,13 +111,20 @@ fn check_gradient(f: impl Fn(&Tensor) -> Tensor, x0: &Tensor, coords: &[usize]) 
         e[i] = 1.0;
         let dir = Tensor::from_vec(e, x0.dims(), &DEV).unwrap();
         let fd = directional_fd(loss, x0, &dir, 1e-4);
-        assert!((fd - g[i]).abs() <= 1e-6 * scale, "coordinate {i}: autograd {} vs finite difference {fd}", g[i]);
+        assert!(
+            (fd - g[i]).abs() <= 1e-6 * scale,
+            "coordinate {i}: autograd {} vs finite difference {fd}",
+            g[i]
+        );
     }
     for seed in 0..3 {
         let dir = randn(x0.dims(), 100 + seed);
         let fd = directional_fd(loss, x0, &dir, 1e-4);
         let auto = dot(&grad, &dir);
-        assert!((fd - auto).abs() <= 1e-6 * auto.abs().max(fd.abs()), "direction {seed}: autograd {auto} vs finite difference {fd}");
+        assert!(
+            (fd - auto).abs() <= 1e-6 * auto.abs().max(fd.abs()),
+            "direction {seed}: autograd {auto} vs finite difference {fd}"
+        );
     }
 }
 
@@ -139,7 +158,10 @@ fn frozen_weights_get_no_gradient() {
     let mut checked = 0;
     for w in &m.weights {
         for (name, t) in w.tensors() {
-            assert!(grads.get(&t).is_none(), "frozen weight {name} got a gradient");
+            assert!(
+                grads.get(&t).is_none(),
+                "frozen weight {name} got a gradient"
+            );
             checked += 1;
         }
     }
@@ -156,13 +178,26 @@ fn directional_check_detects_a_detaching_op() {
     let f = |x: &Tensor| {
         let x = x.to_dtype(DType::F32).unwrap();
         let fused = candle_nn::ops::layer_norm(&x.exp().unwrap(), &w, &b, 1e-5).unwrap();
-        (fused * x).unwrap().sum_all().unwrap().to_dtype(DType::F64).unwrap()
+        (fused * x)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
     };
     let x0 = randn(&[3, 6], 1);
     let var = Var::from_tensor(&x0).unwrap();
-    let grad = f(var.as_tensor()).backward().unwrap().get(var.as_tensor()).unwrap().clone();
+    let grad = f(var.as_tensor())
+        .backward()
+        .unwrap()
+        .get(var.as_tensor())
+        .unwrap()
+        .clone();
     let dir = randn(&[3, 6], 2);
     let fd = directional_fd(|x| scalar(&f(x)), &x0, &dir, 1e-2);
     let auto = dot(&grad, &dir);
-    assert!((fd - auto).abs() > 1e-3 * fd.abs(), "fused layer norm unexpectedly kept its gradient: {auto} vs {fd}");
+    assert!(
+        (fd - auto).abs() > 1e-3 * fd.abs(),
+        "fused layer norm unexpectedly kept its gradient: {auto} vs {fd}"
+    );
 }

@@ -39,7 +39,11 @@ fn tokenizer_matches_open_clip() {
             assert_eq!(&tok.encode(prompt).unwrap(), want, "prompt {prompt:?}");
         }
         let text_ids = id_rows(&p["text.input_ids"]);
-        assert_eq!(tok.encode("a photograph of an astronaut riding a horse").unwrap(), text_ids[0]);
+        assert_eq!(
+            tok.encode("a photograph of an astronaut riding a horse")
+                .unwrap(),
+            text_ids[0]
+        );
         assert_eq!(tok.encode("").unwrap(), text_ids[1]);
     }
 }
@@ -50,7 +54,10 @@ fn text_encoder_hidden_states() {
     let sd = model();
     let hidden = sd.text_encoder.forward(&p["text.input_ids"]).unwrap();
     let err = max_abs_diff(&hidden, &p["text.last_hidden_state"]);
-    assert!(err <= SINGLE_FORWARD_TOL, "text encoder max abs error {err}");
+    assert!(
+        err <= SINGLE_FORWARD_TOL,
+        "text encoder max abs error {err}"
+    );
 }
 
 #[test]
@@ -82,7 +89,10 @@ fn vae_encode_and_decode() {
     let decoded = sd.vae.decode(&p["vae.dec_input"]).unwrap();
     let err_dec = max_abs_diff(&decoded, &p["vae.dec_output"]);
     assert!(err_mean <= SINGLE_FORWARD_TOL, "vae mean error {err_mean}");
-    assert!(err_logvar <= SINGLE_FORWARD_TOL, "vae logvar error {err_logvar}");
+    assert!(
+        err_logvar <= SINGLE_FORWARD_TOL,
+        "vae logvar error {err_logvar}"
+    );
     assert!(err_dec <= SINGLE_FORWARD_TOL, "vae decode error {err_dec}");
 }
 
@@ -111,7 +121,8 @@ fn ddim_sample_with_guidance() {
     let ids = Tensor::new(
         vec![
             tok.encode("").unwrap(),
-            tok.encode("a photograph of an astronaut riding a horse").unwrap(),
+            tok.encode("a photograph of an astronaut riding a horse")
+                .unwrap(),
         ],
         &Device::Cpu,
     )
@@ -143,7 +154,10 @@ fn ddim_sample_with_guidance() {
 
     let scale = sd.vae.config.scaling_factor;
     let decoded = sd.vae.decode(&(latents / scale).unwrap()).unwrap();
-    let image = ((decoded / 2.0).unwrap() + 0.5).unwrap().clamp(0f32, 1f32).unwrap();
+    let image = ((decoded / 2.0).unwrap() + 0.5)
+        .unwrap()
+        .clamp(0f32, 1f32)
+        .unwrap();
     let err = max_abs_diff(&image, &p["ddim.image"]);
     assert!(err <= 1.0 / 255.0, "image error {err}");
 }

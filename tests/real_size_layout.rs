@@ -1,31 +1,43 @@
 //! The networks built from SD 2.1-base's configs ask for exactly the tensors (names and shapes)
 //! that the real checkpoints hold, and the published parameter counts follow.
 
-use dream3d::models::{AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig};
+use dream3d::models::{
+    AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
+};
 use dream3d::weights::Weights;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 fn config(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/configs/sd21-base").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/configs/sd21-base")
+        .join(name)
 }
 
 fn layout(w: &Weights) -> BTreeMap<String, Vec<usize>> {
-    w.tensors().into_iter().map(|(n, t)| (n, t.dims().to_vec())).collect()
+    w.tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.dims().to_vec()))
+        .collect()
 }
 
 #[test]
 fn unet_matches_the_diffusers_sd21_base_layout() {
     // From diffusers' own single-file converter, with the shapes of a diffusers
     // UNet2DConditionModel built from the SD 2.1-base config (see the fixture's README).
-    let tsv = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real_ldm_to_diffusers_unet_keys.tsv")).unwrap();
+    let tsv = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/real_ldm_to_diffusers_unet_keys.tsv"),
+    )
+    .unwrap();
     let expected: BTreeMap<String, Vec<usize>> = tsv
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let cols: Vec<&str> = l.split('\t').collect();
             let shape: Vec<usize> = serde_json::from_str(cols[2]).unwrap();
-            (!cols[1].is_empty() && !cols[0].starts_with("camera_embed")).then(|| (cols[1].to_string(), shape))
+            (!cols[1].is_empty() && !cols[0].starts_with("camera_embed"))
+                .then(|| (cols[1].to_string(), shape))
         })
         .collect();
     assert_eq!(expected.len(), 686);
@@ -36,7 +48,10 @@ fn unet_matches_the_diffusers_sd21_base_layout() {
     let ours = layout(&w);
     let missing: Vec<_> = expected.keys().filter(|k| !ours.contains_key(*k)).collect();
     let extra: Vec<_> = ours.keys().filter(|k| !expected.contains_key(*k)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nextra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
     for (k, shape) in &expected {
         assert_eq!(&ours[k], shape, "{k}");
     }

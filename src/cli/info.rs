@@ -12,11 +12,16 @@ pub struct InfoArgs {
 }
 
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
-    let files = args.model.lookup().resolve(&args.model.model)?;
+    let name = args
+        .model
+        .model
+        .as_deref()
+        .unwrap_or("stabilityai/stable-diffusion-2-1-base");
+    let files = args.model.lookup().resolve(name)?;
     let device = dream3d::device::best_device()?;
     let dtype = dream3d::device::default_dtype(&device);
     let sd = StableDiffusion::load(files, dtype, &device)
-        .with_context(|| format!("loading model `{}`", args.model.model))?;
+        .with_context(|| format!("loading model `{name}`"))?;
     let f = &sd.files;
     let p = &sd.parameters;
     let millions = |n: usize| n as f64 / 1e6;
@@ -36,7 +41,11 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         te.vocab_size,
         te.max_position_embeddings
     );
-    println!("  {:.1} M parameters stored as {:?}", millions(p.text_encoder.parameters), p.text_encoder.stored_dtype);
+    println!(
+        "  {:.1} M parameters stored as {:?}",
+        millions(p.text_encoder.parameters),
+        p.text_encoder.stored_dtype
+    );
 
     let u = &sd.unet.config;
     println!("\nunet         {}", f.unet.weights.display());
@@ -49,9 +58,17 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         u.down_block_types,
         u.up_block_types,
         u.cross_attention_dim,
-        if u.use_linear_projection { "linear" } else { "1×1 conv" }
+        if u.use_linear_projection {
+            "linear"
+        } else {
+            "1×1 conv"
+        }
     );
-    println!("  {:.1} M parameters stored as {:?}", millions(p.unet.parameters), p.unet.stored_dtype);
+    println!(
+        "  {:.1} M parameters stored as {:?}",
+        millions(p.unet.parameters),
+        p.unet.stored_dtype
+    );
 
     let v = &sd.vae.config;
     println!("\nvae          {}", f.vae.weights.display());
@@ -62,7 +79,11 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         v.downscale(),
         v.scaling_factor
     );
-    println!("  {:.1} M parameters stored as {:?}", millions(p.vae.parameters), p.vae.stored_dtype);
+    println!(
+        "  {:.1} M parameters stored as {:?}",
+        millions(p.vae.parameters),
+        p.vae.stored_dtype
+    );
 
     let s = &sd.schedule;
     println!("\nscheduler    {}", f.scheduler_config.display());

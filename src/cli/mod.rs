@@ -1,12 +1,17 @@
 //! The `dream3d` command line: one file per subcommand; each parses its options, calls the
 //! library and reports.
 
+mod fit;
 mod info;
 
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "dream3d", version, about = "Prompt distributions from reference images, to 2D images and 3D assets")]
+#[command(
+    name = "dream3d",
+    version,
+    about = "Prompt distributions from reference images, to 2D images and 3D assets"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,6 +19,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Learn a prompt distribution from reference images (DreamDistribution).
+    Fit(Box<fit::FitArgs>),
     /// Show where each component of a model was found, its architecture and parameter counts.
     Info(info::InfoArgs),
 }
@@ -21,6 +28,7 @@ enum Command {
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Fit(args) => fit::run(*args),
             Command::Info(args) => info::run(args),
         }
     }
@@ -29,9 +37,10 @@ impl Cli {
 /// How to find the Stable Diffusion model (shared by every subcommand that loads one).
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// A diffusers folder, or a Hugging Face repo id looked up in the HF cache.
-    #[arg(long, default_value = "stabilityai/stable-diffusion-2-1-base")]
-    pub model: String,
+    /// A diffusers folder, or a Hugging Face repo id looked up in the HF cache
+    /// [info: stabilityai/stable-diffusion-2-1-base; fit: stabilityai/stable-diffusion-2-1].
+    #[arg(long)]
+    pub model: Option<String>,
     /// Hub revision (branch, tag or commit).
     #[arg(long, default_value = "main")]
     pub revision: String,

@@ -101,14 +101,24 @@ impl NoiseSchedule {
                     .collect()
             }
             (other, None) => {
-                return Err(unsupported(path, "beta_schedule", other, "linear, scaled_linear"))
+                return Err(unsupported(
+                    path,
+                    "beta_schedule",
+                    other,
+                    "linear, scaled_linear",
+                ))
             }
         };
         let prediction = match c.prediction_type.as_str() {
             "epsilon" => PredictionType::Epsilon,
             "v_prediction" => PredictionType::VPrediction,
             other => {
-                return Err(unsupported(path, "prediction_type", other, "epsilon, v_prediction"))
+                return Err(unsupported(
+                    path,
+                    "prediction_type",
+                    other,
+                    "epsilon, v_prediction",
+                ))
             }
         };
         let spacing = match c.timestep_spacing.as_str() {
@@ -116,7 +126,12 @@ impl NoiseSchedule {
             "trailing" => TimestepSpacing::Trailing,
             "linspace" => TimestepSpacing::Linspace,
             other => {
-                return Err(unsupported(path, "timestep_spacing", other, "leading, trailing, linspace"))
+                return Err(unsupported(
+                    path,
+                    "timestep_spacing",
+                    other,
+                    "leading, trailing, linspace",
+                ))
             }
         };
         for (field, on) in [
@@ -125,7 +140,12 @@ impl NoiseSchedule {
             ("rescale_betas_zero_snr", c.rescale_betas_zero_snr),
         ] {
             if on {
-                return Err(unsupported(path, field, true, "false (as in every SD 1.x/2.x release)"));
+                return Err(unsupported(
+                    path,
+                    field,
+                    true,
+                    "false (as in every SD 1.x/2.x release)",
+                ));
             }
         }
         // torch.cumprod of float32 alphas accumulates in double and rounds each result to
@@ -197,7 +217,12 @@ impl NoiseSchedule {
     }
 
     /// (x₀, ε) from the model output at noisy latents `x` with ᾱ = `alpha`.
-    pub fn split_prediction(&self, x: &Tensor, output: &Tensor, alpha: f64) -> CResult<(Tensor, Tensor)> {
+    pub fn split_prediction(
+        &self,
+        x: &Tensor,
+        output: &Tensor,
+        alpha: f64,
+    ) -> CResult<(Tensor, Tensor)> {
         let (sa, sb) = (alpha.sqrt(), (1.0 - alpha).sqrt());
         match self.prediction {
             PredictionType::Epsilon => {

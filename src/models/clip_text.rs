@@ -30,8 +30,7 @@ impl ClipTextConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let config: Self = read_json(path)?;
         config.activation(path)?;
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0
-        {
+        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
             return Err(unsupported(
                 path,
                 "num_attention_heads",
@@ -83,7 +82,9 @@ impl EncoderLayer {
         let h = self.norm1.forward(x)?;
         let x = (x + self.attn.forward(&h, None, Some(causal_mask))?)?;
         let h = self.norm2.forward(&x)?;
-        let h = self.fc2.forward(&self.act.forward(&self.fc1.forward(&h)?)?)?;
+        let h = self
+            .fc2
+            .forward(&self.act.forward(&self.fc1.forward(&h)?)?)?;
         x + h
     }
 }

@@ -25,7 +25,8 @@ impl FeedForward {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let h = self.proj.forward(x)?;
         let half = h.dim(D::Minus1)? / 2;
-        let gated = (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
+        let gated =
+            (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
         self.out.forward(&gated)
     }
 }
@@ -67,7 +68,10 @@ impl BasicTransformerBlock {
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
         let x = (x + self.attn1.forward(&self.norm1.forward(x)?, None, None)?)?;
-        let x = (&x + self.attn2.forward(&self.norm2.forward(&x)?, Some(context), None)?)?;
+        let x = (&x
+            + self
+                .attn2
+                .forward(&self.norm2.forward(&x)?, Some(context), None)?)?;
         &x + self.ff.forward(&self.norm3.forward(&x)?)?
     }
 }
@@ -99,7 +103,9 @@ impl Transformer2D {
             norm: GroupNorm::load(&s.at("norm"), spec.groups, c, 1e-6)?,
             proj_in: proj("proj_in")?,
             blocks: (0..spec.depth)
-                .map(|i| BasicTransformerBlock::load(&s.at(format!("transformer_blocks.{i}")), c, spec))
+                .map(|i| {
+                    BasicTransformerBlock::load(&s.at(format!("transformer_blocks.{i}")), c, spec)
+                })
                 .collect::<Result<_>>()?,
             proj_out: proj("proj_out")?,
         })

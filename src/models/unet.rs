@@ -174,20 +174,34 @@ impl UNetConfig {
                 "CrossAttnUpBlock2D, UpBlock2D",
             );
         };
-        let mid = self.mid_block_type.as_deref().unwrap_or("UNetMidBlock2DCrossAttn");
+        let mid = self
+            .mid_block_type
+            .as_deref()
+            .unwrap_or("UNetMidBlock2DCrossAttn");
         if mid != "UNetMidBlock2DCrossAttn" {
             return bad("mid_block_type", &mid, "UNetMidBlock2DCrossAttn");
         }
-        let heads = self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim);
+        let heads = self
+            .num_attention_heads
+            .as_ref()
+            .unwrap_or(&self.attention_head_dim);
         let Some(heads) = heads.expand(n) else {
             return bad("attention_head_dim", heads, "one value or one per block");
         };
         for (c, h) in self.block_out_channels.iter().zip(&heads) {
             if *h == 0 || c % h != 0 {
-                return bad("attention_head_dim", &heads, "head counts that divide the block channels");
+                return bad(
+                    "attention_head_dim",
+                    &heads,
+                    "head counts that divide the block channels",
+                );
             }
             if c % self.norm_num_groups != 0 {
-                return bad("norm_num_groups", &self.norm_num_groups, "a divisor of every block_out_channels entry");
+                return bad(
+                    "norm_num_groups",
+                    &self.norm_num_groups,
+                    "a divisor of every block_out_channels entry",
+                );
             }
         }
         let Some(depth) = self.transformer_layers_per_block.expand(n) else {
@@ -199,17 +213,74 @@ impl UNetConfig {
         };
         let checks: [(&str, bool, &dyn std::fmt::Debug, &str); 12] = [
             ("act_fn", self.act_fn == "silu", &self.act_fn, "silu"),
-            ("time_embedding_type", self.time_embedding_type == "positional", &self.time_embedding_type, "positional"),
-            ("class_embed_type", self.class_embed_type.is_none(), &self.class_embed_type, "null"),
-            ("addition_embed_type", self.addition_embed_type.is_none(), &self.addition_embed_type, "null"),
-            ("encoder_hid_dim", self.encoder_hid_dim.is_none(), &self.encoder_hid_dim, "null"),
-            ("time_cond_proj_dim", self.time_cond_proj_dim.is_none(), &self.time_cond_proj_dim, "null"),
-            ("only_cross_attention", self.only_cross_attention.expand(n).is_some_and(|v| v.iter().all(|x| !x)), &self.only_cross_attention, "false"),
-            ("dual_cross_attention", !self.dual_cross_attention, &self.dual_cross_attention, "false"),
-            ("resnet_time_scale_shift", self.resnet_time_scale_shift == "default", &self.resnet_time_scale_shift, "default"),
-            ("conv_in_kernel", self.conv_in_kernel == 3, &self.conv_in_kernel, "3"),
-            ("conv_out_kernel", self.conv_out_kernel == 3, &self.conv_out_kernel, "3"),
-            ("center_input_sample", !self.center_input_sample, &self.center_input_sample, "false"),
+            (
+                "time_embedding_type",
+                self.time_embedding_type == "positional",
+                &self.time_embedding_type,
+                "positional",
+            ),
+            (
+                "class_embed_type",
+                self.class_embed_type.is_none(),
+                &self.class_embed_type,
+                "null",
+            ),
+            (
+                "addition_embed_type",
+                self.addition_embed_type.is_none(),
+                &self.addition_embed_type,
+                "null",
+            ),
+            (
+                "encoder_hid_dim",
+                self.encoder_hid_dim.is_none(),
+                &self.encoder_hid_dim,
+                "null",
+            ),
+            (
+                "time_cond_proj_dim",
+                self.time_cond_proj_dim.is_none(),
+                &self.time_cond_proj_dim,
+                "null",
+            ),
+            (
+                "only_cross_attention",
+                self.only_cross_attention
+                    .expand(n)
+                    .is_some_and(|v| v.iter().all(|x| !x)),
+                &self.only_cross_attention,
+                "false",
+            ),
+            (
+                "dual_cross_attention",
+                !self.dual_cross_attention,
+                &self.dual_cross_attention,
+                "false",
+            ),
+            (
+                "resnet_time_scale_shift",
+                self.resnet_time_scale_shift == "default",
+                &self.resnet_time_scale_shift,
+                "default",
+            ),
+            (
+                "conv_in_kernel",
+                self.conv_in_kernel == 3,
+                &self.conv_in_kernel,
+                "3",
+            ),
+            (
+                "conv_out_kernel",
+                self.conv_out_kernel == 3,
+                &self.conv_out_kernel,
+                "3",
+            ),
+            (
+                "center_input_sample",
+                !self.center_input_sample,
+                &self.center_input_sample,
+                "false",
+            ),
         ];
         for (field, ok, value, supported) in checks {
             if !ok {
@@ -344,10 +415,17 @@ impl UNet2DConditionModel {
             };
             for j in 0..=c.layers_per_block {
                 let r_in = if j == 0 { prev_out } else { out_ch };
-                let skip = if j == c.layers_per_block { skip_in } else { out_ch };
-                block
-                    .resnets
-                    .push(resnet(&b.at(format!("resnets.{j}")), r_in + skip, out_ch, 1.0)?);
+                let skip = if j == c.layers_per_block {
+                    skip_in
+                } else {
+                    out_ch
+                };
+                block.resnets.push(resnet(
+                    &b.at(format!("resnets.{j}")),
+                    r_in + skip,
+                    out_ch,
+                    1.0,
+                )?);
                 if *kind == BlockKind::CrossAttn {
                     block.attentions.push(transformer(
                         &b.at(format!("attentions.{j}")),
@@ -370,12 +448,21 @@ impl UNet2DConditionModel {
             mid_resnets,
             mid_attention,
             up,
-            norm_out: GroupNorm::load(&s.at("conv_norm_out"), c.norm_num_groups, ch[0], c.norm_eps)?,
+            norm_out: GroupNorm::load(
+                &s.at("conv_norm_out"),
+                c.norm_num_groups,
+                ch[0],
+                c.norm_eps,
+            )?,
             conv_out: Conv2d::load(&s.at("conv_out"), ch[0], c.out_channels, 3, 1, 1)?,
             device: s.device(),
             config,
             layout,
         })
+    }
+
+    pub fn device(&self) -> &candle_core::Device {
+        &self.device
     }
 
     /// Sinusoidal embedding of one timestep per batch element (diffusers
@@ -415,7 +502,12 @@ impl UNet2DConditionModel {
 
     /// Predicts noise (or `v`) for latents B × C × H × W at per-sample `timesteps` (length B),
     /// conditioned on text states B × N × cross_attention_dim.
-    pub fn forward(&self, latents: &Tensor, timesteps: &[f64], context: &Tensor) -> CResult<Tensor> {
+    pub fn forward(
+        &self,
+        latents: &Tensor,
+        timesteps: &[f64],
+        context: &Tensor,
+    ) -> CResult<Tensor> {
         let temb = self.time_embedding(timesteps, latents.dtype())?.silu()?;
         let temb = Some(&temb);
         let mut h = self.conv_in.forward(latents)?;

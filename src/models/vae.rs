@@ -52,8 +52,17 @@ impl VaeConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let c: Self = read_json(path)?;
         let n = c.block_out_channels.len();
-        if let Some(t) = c.down_block_types.iter().find(|t| *t != "DownEncoderBlock2D") {
-            return Err(unsupported(path, "down_block_types", t, "DownEncoderBlock2D"));
+        if let Some(t) = c
+            .down_block_types
+            .iter()
+            .find(|t| *t != "DownEncoderBlock2D")
+        {
+            return Err(unsupported(
+                path,
+                "down_block_types",
+                t,
+                "DownEncoderBlock2D",
+            ));
         }
         if let Some(t) = c.up_block_types.iter().find(|t| *t != "UpDecoderBlock2D") {
             return Err(unsupported(path, "up_block_types", t, "UpDecoderBlock2D"));
@@ -70,10 +79,24 @@ impl VaeConfig {
             return Err(unsupported(path, "act_fn", &c.act_fn, "silu"));
         }
         if c.shift_factor.is_some_and(|s| s != 0.0) {
-            return Err(unsupported(path, "shift_factor", c.shift_factor, "null (SD 1.x/2.x VAEs)"));
+            return Err(unsupported(
+                path,
+                "shift_factor",
+                c.shift_factor,
+                "null (SD 1.x/2.x VAEs)",
+            ));
         }
-        if let Some(ch) = c.block_out_channels.iter().find(|ch| *ch % c.norm_num_groups != 0) {
-            return Err(unsupported(path, "norm_num_groups", c.norm_num_groups, &format!("a divisor of {ch}")));
+        if let Some(ch) = c
+            .block_out_channels
+            .iter()
+            .find(|ch| *ch % c.norm_num_groups != 0)
+        {
+            return Err(unsupported(
+                path,
+                "norm_num_groups",
+                c.norm_num_groups,
+                &format!("a divisor of {ch}"),
+            ));
         }
         Ok(c)
     }
@@ -97,7 +120,10 @@ impl MidBlock {
             let a = s.at("attentions.0");
             // Older checkpoints (and candle's tests) call these query/key/value/proj_attn.
             let proj = |names: &[&str]| -> Result<Linear> {
-                let name = names.iter().find(|n| a.contains(&format!("{n}.weight"))).unwrap_or(&names[0]);
+                let name = names
+                    .iter()
+                    .find(|n| a.contains(&format!("{n}.weight")))
+                    .unwrap_or(&names[0]);
                 Linear::load(&a.at(name), ch, ch, true)
             };
             Some((
@@ -123,7 +149,10 @@ impl MidBlock {
         let mut h = self.resnets[0].forward(x, None)?;
         if let Some((norm, attn)) = &self.attention {
             let (b, c, hh, ww) = h.dims4()?;
-            let tokens = norm.forward(&h)?.reshape((b, c, hh * ww))?.transpose(1, 2)?;
+            let tokens = norm
+                .forward(&h)?
+                .reshape((b, c, hh * ww))?
+                .transpose(1, 2)?;
             let out = attn.forward(&tokens, None, None)?;
             h = (out.transpose(1, 2)?.reshape((b, c, hh, ww))? + h)?;
         }
@@ -222,7 +251,10 @@ impl AutoencoderKL {
             let resnets = (0..=c.layers_per_block)
                 .map(|j| {
                     let r_in = if j == 0 { in_ch } else { rev[i] };
-                    ResnetBlock2D::load(&b.at(format!("resnets.{j}")), &resnet_spec(c, r_in, rev[i]))
+                    ResnetBlock2D::load(
+                        &b.at(format!("resnets.{j}")),
+                        &resnet_spec(c, r_in, rev[i]),
+                    )
                 })
                 .collect::<Result<Vec<_>>>()?;
             let up = (i + 1 < n)

@@ -15,6 +15,15 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Self {
+        Self {
+            weight,
+            bias,
+            stride,
+            padding,
+        }
+    }
+
     pub fn load(
         scope: &Scope,
         in_ch: usize,
@@ -32,7 +41,9 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        self.forward_with(x, im2col::applicable(x))
+        // Our kernels differentiate only to the input: trainable weights take candle's conv.
+        let frozen = !self.weight.track_op() && !self.bias.as_ref().is_some_and(Tensor::track_op);
+        self.forward_with(x, frozen && im2col::applicable(x))
     }
 
     /// `use_im2col` picks our CPU kernels over candle's convolution (which other devices and

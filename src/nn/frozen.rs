@@ -85,11 +85,7 @@ impl CustomOp1 for FrozenOp {
         })
     }
 
-    fn metal_fwd(
-        &self,
-        storage: &MetalStorage,
-        layout: &Layout,
-    ) -> Result<(MetalStorage, Shape)> {
+    fn metal_fwd(&self, storage: &MetalStorage, layout: &Layout) -> Result<(MetalStorage, Shape)> {
         self.run(storage, layout, Storage::Metal, |s| match s {
             Storage::Metal(s) => Some(s),
             _ => None,

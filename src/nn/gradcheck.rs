@@ -15,7 +15,10 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
 }
 
 fn weights(tensors: &[(&str, Tensor)]) -> Weights {
-    let map: BTreeMap<String, Tensor> = tensors.iter().map(|(n, t)| (n.to_string(), t.clone())).collect();
+    let map: BTreeMap<String, Tensor> = tensors
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .collect();
     Weights::from_tensors(Path::new("test"), map)
 }
 
@@ -27,7 +30,13 @@ fn check(shape: &[usize], f: impl Fn(&Tensor) -> Tensor) {
     let loss = |x: &Tensor| f(x).mul(&w).unwrap().sum_all().unwrap();
     let var = Var::from_tensor(&x0).unwrap();
     let grads = loss(var.as_tensor()).backward().unwrap();
-    let auto = grads.get(var.as_tensor()).expect("input gets a gradient").flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let auto = grads
+        .get(var.as_tensor())
+        .expect("input gets a gradient")
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
     let flat = x0.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     let eps = 1e-5;
     for i in (0..flat.len()).step_by((flat.len() / 13).max(1)) {
@@ -38,7 +47,11 @@ fn check(shape: &[usize], f: impl Fn(&Tensor) -> Tensor) {
             loss(&x).to_scalar::<f64>().unwrap()
         };
         let fd = (at(eps) - at(-eps)) / (2.0 * eps);
-        assert!((fd - auto[i]).abs() <= 1e-6 * (1.0 + fd.abs()), "coordinate {i}: autograd {} vs finite difference {fd}", auto[i]);
+        assert!(
+            (fd - auto[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
+            "coordinate {i}: autograd {} vs finite difference {fd}",
+            auto[i]
+        );
     }
 }
 
@@ -46,12 +59,17 @@ fn check(shape: &[usize], f: impl Fn(&Tensor) -> Tensor) {
 fn linear() {
     let w = weights(&[("weight", randn(&[5, 3], 3)), ("bias", randn(&[5], 4))]);
     let l = Linear::load(&w.root(), 3, 5, true).unwrap();
-    check(&[2, 4, 3], |x| l.forward(&x.transpose(0, 1).unwrap()).unwrap());
+    check(&[2, 4, 3], |x| {
+        l.forward(&x.transpose(0, 1).unwrap()).unwrap()
+    });
 }
 
 #[test]
 fn conv_stride_1_and_2_on_odd_even_input() {
-    let w = weights(&[("weight", randn(&[4, 3, 3, 3], 3)), ("bias", randn(&[4], 4))]);
+    let w = weights(&[
+        ("weight", randn(&[4, 3, 3, 3], 3)),
+        ("bias", randn(&[4], 4)),
+    ]);
     for stride in [1, 2] {
         let conv = conv::Conv2d::load(&w.root(), 3, 4, 3, stride, 1).unwrap();
         for use_im2col in [true, false] {
@@ -63,7 +81,10 @@ fn conv_stride_1_and_2_on_odd_even_input() {
         let diff = (ours - candle).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f64>().unwrap() < 1e-12);
     }
-    let pointwise = weights(&[("weight", randn(&[4, 3, 1, 1], 3)), ("bias", randn(&[4], 4))]);
+    let pointwise = weights(&[
+        ("weight", randn(&[4, 3, 1, 1], 3)),
+        ("bias", randn(&[4], 4)),
+    ]);
     let conv = conv::Conv2d::load(&pointwise.root(), 3, 4, 1, 1, 0).unwrap();
     check(&[2, 3, 5, 4], |x| conv.forward(x).unwrap());
 }
@@ -80,17 +101,36 @@ fn group_and_layer_norm() {
     // The fused kernel and the tensor-op version agree.
     let x = randn(&[2, 6, 3, 2], 9);
     let diff = (gn.forward(&x).unwrap() - gn.forward_composite(&x).unwrap()).unwrap();
-    assert!(diff.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() < 1e-12);
+    assert!(
+        diff.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+            < 1e-12
+    );
     let x = randn(&[2, 5, 6], 9);
     let diff = (ln.forward(&x).unwrap() - ln.forward_composite(&x).unwrap()).unwrap();
-    assert!(diff.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() < 1e-12);
+    assert!(
+        diff.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+            < 1e-12
+    );
 }
 
 #[test]
 fn softmax_with_mask_and_attention() {
-    let mask = Tensor::from_vec(vec![0.0, f64::NEG_INFINITY, 0.0, 0.0], (2, 2), &Device::Cpu).unwrap();
+    let mask =
+        Tensor::from_vec(vec![0.0, f64::NEG_INFINITY, 0.0, 0.0], (2, 2), &Device::Cpu).unwrap();
     check(&[3, 2, 2], |x| softmax_last_dim(x, Some(&mask)).unwrap());
-    check(&[2, 3, 4], |x| scaled_dot_product(x, &x.affine(0.5, 0.1).unwrap(), x, 2, None).unwrap());
+    check(&[2, 3, 4], |x| {
+        scaled_dot_product(x, &x.affine(0.5, 0.1).unwrap(), x, 2, None).unwrap()
+    });
 }
 
 #[test]
@@ -104,15 +144,54 @@ fn frozen_add_and_activations() {
 
 #[test]
 fn frozen_layers_keep_no_weight_gradient() {
-    let w = weights(&[("weight", randn(&[4, 3, 3, 3], 3)), ("bias", randn(&[4], 4))]);
+    let w = weights(&[
+        ("weight", randn(&[4, 3, 3, 3], 3)),
+        ("bias", randn(&[4], 4)),
+    ]);
     let conv = conv::Conv2d::load(&w.root(), 3, 4, 3, 1, 1).unwrap();
     let x = Var::from_tensor(&randn(&[1, 3, 5, 5], 1)).unwrap();
-    let grads = conv.forward(x.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let grads = conv
+        .forward(x.as_tensor())
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     assert!(grads.get(x.as_tensor()).is_some());
     for (name, t) in w.tensors() {
         assert!(grads.get(&t).is_none(), "{name} got a gradient");
     }
-    assert_eq!(grads.get_ids().count(), 1, "only the input's gradient is stored");
+    assert_eq!(
+        grads.get_ids().count(),
+        1,
+        "only the input's gradient is stored"
+    );
+}
+
+#[test]
+fn trainable_conv_weights_get_their_gradient() {
+    let weight = Var::from_tensor(&randn(&[4, 3, 3, 3], 3)).unwrap();
+    let w = weights(&[("bias", randn(&[4], 4))]);
+    let conv = conv::Conv2d::new(
+        weight.as_tensor().clone(),
+        Some(w.root().get("bias", &[4]).unwrap()),
+        1,
+        1,
+    );
+    let x = Var::from_tensor(&randn(&[1, 3, 5, 5], 1)).unwrap();
+    let grads = conv
+        .forward(x.as_tensor())
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(grads.get(weight.as_tensor()).is_some(), "weight gradient");
+    assert!(grads.get(x.as_tensor()).is_some(), "input gradient");
 }
 
 #[test]
@@ -120,8 +199,26 @@ fn trainable_weights_fall_back_to_tracked_ops() {
     let weight = Var::from_tensor(&randn(&[5, 3], 3)).unwrap();
     let l = Linear::new(weight.as_tensor().clone(), None);
     let x = randn(&[2, 3], 1);
-    let grads = l.forward(&x).unwrap().sum_all().unwrap().backward().unwrap();
-    let g = grads.get(weight.as_tensor()).expect("a trainable weight gets its gradient");
+    let grads = l
+        .forward(&x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g = grads
+        .get(weight.as_tensor())
+        .expect("a trainable weight gets its gradient");
     let expected = x.sum_keepdim(0).unwrap().broadcast_as((5, 3)).unwrap();
-    assert!((g - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() < 1e-12);
+    assert!(
+        (g - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+            < 1e-12
+    );
 }

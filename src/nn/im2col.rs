@@ -39,7 +39,9 @@ impl ConvGeometry {
 
     /// Input coordinate read by kernel tap `i` at output coordinate `o`, if inside the image.
     fn source(&self, o: usize, i: usize, size: usize) -> Option<usize> {
-        (o * self.stride + i).checked_sub(self.padding).filter(|&v| v < size)
+        (o * self.stride + i)
+            .checked_sub(self.padding)
+            .filter(|&v| v < size)
     }
 }
 
@@ -66,7 +68,9 @@ fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: ConvGeometry) -> Vec<T> {
             let plane = &x[(b * g.channels + c) * g.in_h * g.in_w..][..g.in_h * g.in_w];
             for oy in 0..oh {
                 let line = &mut dst[(b * oh + oy) * ow..][..ow];
-                let Some(iy) = g.source(oy, ky, g.in_h) else { continue };
+                let Some(iy) = g.source(oy, ky, g.in_h) else {
+                    continue;
+                };
                 for (ox, v) in line.iter_mut().enumerate() {
                     if let Some(ix) = g.source(ox, kx, g.in_w) {
                         *v = plane[iy * g.in_w + ix];
@@ -78,29 +82,36 @@ fn im2col<T: Copy + Default + Send + Sync>(x: &[T], g: ConvGeometry) -> Vec<T> {
     out
 }
 
-fn col2im<T: Copy + Default + Send + Sync + std::ops::AddAssign>(cols: &[T], g: ConvGeometry) -> Vec<T> {
+fn col2im<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
+    cols: &[T],
+    g: ConvGeometry,
+) -> Vec<T> {
     let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
     let n_cols = g.cols();
     let plane_len = g.in_h * g.in_w;
     let mut out = vec![T::default(); g.batch * g.channels * plane_len];
     // Planes are independent: each (image, channel) gathers its own k·k rows.
-    out.par_chunks_mut(plane_len).enumerate().for_each(|(bc, plane)| {
-        let (b, c) = (bc / g.channels, bc % g.channels);
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &cols[((c * k + ky) * k + kx) * n_cols..][..n_cols];
-                for oy in 0..oh {
-                    let Some(iy) = g.source(oy, ky, g.in_h) else { continue };
-                    let line = &row[(b * oh + oy) * ow..][..ow];
-                    for (ox, v) in line.iter().enumerate() {
-                        if let Some(ix) = g.source(ox, kx, g.in_w) {
-                            plane[iy * g.in_w + ix] += *v;
+    out.par_chunks_mut(plane_len)
+        .enumerate()
+        .for_each(|(bc, plane)| {
+            let (b, c) = (bc / g.channels, bc % g.channels);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &cols[((c * k + ky) * k + kx) * n_cols..][..n_cols];
+                    for oy in 0..oh {
+                        let Some(iy) = g.source(oy, ky, g.in_h) else {
+                            continue;
+                        };
+                        let line = &row[(b * oh + oy) * ow..][..ow];
+                        for (ox, v) in line.iter().enumerate() {
+                            if let Some(ix) = g.source(ox, kx, g.in_w) {
+                                plane[iy * g.in_w + ix] += *v;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
     out
 }
 
@@ -149,7 +160,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
     let one = ConvGeometry { batch: 1, ..g };
     let images = (0..g.batch)
         .map(|b| {
-            let cols = x.narrow(0, b, 1)?.contiguous()?.apply_op1_no_bwd(&Im2Col(one))?;
+            let cols = x
+                .narrow(0, b, 1)?
+                .contiguous()?
+                .apply_op1_no_bwd(&Im2Col(one))?;
             w.matmul(&cols)?.reshape((1, out_ch, g.out_h(), g.out_w()))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -163,7 +177,10 @@ pub fn conv2d_input_grad(grad: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<T
     let one = ConvGeometry { batch: 1, ..g };
     let images = (0..g.batch)
         .map(|b| {
-            let dy = grad.narrow(0, b, 1)?.contiguous()?.reshape((out_ch, one.cols()))?;
+            let dy = grad
+                .narrow(0, b, 1)?
+                .contiguous()?
+                .reshape((out_ch, one.cols()))?;
             wt.matmul(&dy)?.apply_op1_no_bwd(&Col2Im(one))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -47,7 +47,10 @@ impl Linear {
 fn matmul_last(x: &Tensor, m: &Tensor) -> CResult<Tensor> {
     let dims = x.dims();
     let rows: usize = dims[..dims.len() - 1].iter().product();
-    let y = x.contiguous()?.reshape((rows, dims[dims.len() - 1]))?.matmul(m)?;
+    let y = x
+        .contiguous()?
+        .reshape((rows, dims[dims.len() - 1]))?
+        .matmul(m)?;
     let mut out = dims.to_vec();
     *out.last_mut().unwrap() = m.dim(1)?;
     y.reshape(out)

@@ -6,9 +6,9 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod frozen;
-mod im2col;
 #[cfg(test)]
 mod gradcheck;
+mod im2col;
 pub mod linear;
 pub mod norm;
 mod norm_kernel;

@@ -196,5 +196,7 @@ impl CustomOp2 for FusedNormBackward {
 pub fn applicable(x: &Tensor, params: &[&Tensor]) -> bool {
     x.device().is_cpu()
         && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
-        && params.iter().all(|p| !p.track_op() && p.dtype() == x.dtype())
+        && params
+            .iter()
+            .all(|p| !p.track_op() && p.dtype() == x.dtype())
 }

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 /// The cache directory huggingface_hub would use: `HF_HUB_CACHE`, else `HF_HOME/hub`, else
 /// `~/.cache/huggingface/hub`.
 pub fn cache_dir() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = var("HF_HUB_CACHE") {
         return dir;
     }
@@ -20,7 +24,8 @@ pub fn cache_dir() -> PathBuf {
 
 /// True when `HF_HUB_OFFLINE` is set to anything but 0/false.
 pub fn offline_by_env() -> bool {
-    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false" | "False"))
+    std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false" | "False"))
 }
 
 /// `<cache>/models--org--name`.
@@ -48,14 +53,15 @@ pub struct Downloader {
 
 impl Downloader {
     pub fn new(cache: &Path, repo_id: &str, revision: &str) -> Result<Self> {
-        let api = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(cache.to_path_buf()))
-            .with_progress(true)
-            .build()
-            .map_err(|e| Error::Download {
-                repo: repo_id.into(),
-                file: String::new(),
-                reason: e.to_string(),
-            })?;
+        let api =
+            hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(cache.to_path_buf()))
+                .with_progress(true)
+                .build()
+                .map_err(|e| Error::Download {
+                    repo: repo_id.into(),
+                    file: String::new(),
+                    reason: e.to_string(),
+                })?;
         let repo = api.repo(hf_hub::Repo::with_revision(
             repo_id.to_string(),
             hf_hub::RepoType::Model,

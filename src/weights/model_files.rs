@@ -78,7 +78,7 @@ impl Lookup {
     pub fn resolve(&self, model: &str) -> Result<ModelFiles> {
         let path = Path::new(model);
         if path.is_dir() {
-            return self.from_folder(model, path);
+            return self.in_folder(model, path);
         }
         let cache = &self.cache;
         let mut searched = vec![path.display().to_string()];
@@ -86,7 +86,7 @@ impl Lookup {
             let repo = hub::repo_dir(cache, model);
             searched.push(format!("{} (revision {})", repo.display(), self.revision));
             if let Some(snapshot) = hub::snapshot_dir(cache, model, &self.revision) {
-                if let Ok(files) = self.from_folder(model, &snapshot) {
+                if let Ok(files) = self.in_folder(model, &snapshot) {
                     return Ok(files);
                 }
             }
@@ -96,7 +96,11 @@ impl Lookup {
         }
         Err(Error::ModelNotFound {
             model: model.into(),
-            searched: searched.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"),
+            searched: searched
+                .iter()
+                .map(|s| format!("  {s}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             fetch: if is_repo_id(model) {
                 format!(
                     "dream3d info --model {model}   (online, without HF_HUB_OFFLINE; downloads into {})",
@@ -108,14 +112,17 @@ impl Lookup {
         })
     }
 
-    fn from_folder(&self, name: &str, root: &Path) -> Result<ModelFiles> {
+    fn in_folder(&self, name: &str, root: &Path) -> Result<ModelFiles> {
         let component = |dir: &str| -> Result<ComponentFiles> {
             let folder = root.join(dir);
             let config = folder.join("config.json");
             if !config.is_file() {
                 return Err(Error::MissingFile {
                     path: config,
-                    what: format!("{dir} config (is {} a diffusers model folder?)", root.display()),
+                    what: format!(
+                        "{dir} config (is {} a diffusers model folder?)",
+                        root.display()
+                    ),
                 });
             }
             let weights = self
@@ -144,7 +151,10 @@ impl Lookup {
             text_encoder: component("text_encoder")?,
             vae: component("vae")?,
             scheduler_config,
-            tokenizer_dir: tokenizer_dir.join("vocab.json").is_file().then_some(tokenizer_dir),
+            tokenizer_dir: tokenizer_dir
+                .join("vocab.json")
+                .is_file()
+                .then_some(tokenizer_dir),
         })
     }
 
@@ -164,19 +174,25 @@ impl Lookup {
         for dir in COMPONENTS {
             hub.get(&format!("{dir}/config.json"))?;
             let mut last_err = None;
-            let found = self.weight_files().iter().any(|f| match hub.get(&format!("{dir}/{f}")) {
-                Ok(_) => true,
-                Err(e) => {
-                    last_err = Some(e);
-                    false
-                }
-            });
+            let found = self
+                .weight_files()
+                .iter()
+                .any(|f| match hub.get(&format!("{dir}/{f}")) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        last_err = Some(e);
+                        false
+                    }
+                });
             if !found {
                 return Err(last_err.expect("at least one weight file was tried"));
             }
         }
-        let root = index.parent().expect("model_index.json has a parent").to_path_buf();
-        self.from_folder(repo_id, &root)
+        let root = index
+            .parent()
+            .expect("model_index.json has a parent")
+            .to_path_buf();
+        self.in_folder(repo_id, &root)
     }
 }
 
@@ -184,6 +200,8 @@ fn is_repo_id(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
 }

@@ -16,7 +16,7 @@ enum Source {
     /// Made on request with the requested shape, uniform in ±1/√fan_in (PyTorch's default
     /// init; norm weights 1, biases 0): real-size models for benchmarks without real weights.
     Random {
-        rng: Mutex<rand::rngs::StdRng>,
+        rng: Box<Mutex<rand::rngs::StdRng>>,
         dtype: DType,
         device: Device,
         /// Make each tensor a `Var`, so candle computes and keeps its gradient.
@@ -79,7 +79,9 @@ impl Weights {
             tensors.insert(name, t.to_device(device)?);
         }
         let mut weights = Self::from_tensors(path, tensors);
-        Arc::get_mut(&mut weights.0).expect("not shared yet").stored_dtype = stored_dtype;
+        Arc::get_mut(&mut weights.0)
+            .expect("not shared yet")
+            .stored_dtype = stored_dtype;
         Ok(weights)
     }
 
@@ -97,7 +99,7 @@ impl Weights {
     fn random_with(seed: u64, dtype: DType, device: &Device, trainable: bool) -> Self {
         use rand::SeedableRng;
         Self::on_request(Source::Random {
-            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            rng: Box::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed))),
             dtype,
             device: device.clone(),
             trainable,
@@ -154,7 +156,10 @@ impl Weights {
     /// gradient, and to compare a model's tensor layout with a reference list).
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
         let tensors = self.0.tensors.lock().unwrap();
-        tensors.iter().map(|(n, t)| (n.clone(), t.clone())).collect()
+        tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect()
     }
 
     /// Total element count of the tensors the model took.
@@ -213,7 +218,12 @@ impl Scope {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.weights.0.tensors.lock().unwrap().contains_key(&self.full_name(name))
+        self.weights
+            .0
+            .tensors
+            .lock()
+            .unwrap()
+            .contains_key(&self.full_name(name))
     }
 
     /// The tensor `name`, which must have exactly `shape`.
@@ -248,7 +258,10 @@ impl Scope {
             return device.clone();
         }
         let tensors = self.weights.0.tensors.lock().unwrap();
-        tensors.values().next().map_or(Device::Cpu, |t| t.device().clone())
+        tensors
+            .values()
+            .next()
+            .map_or(Device::Cpu, |t| t.device().clone())
     }
 }
 
@@ -257,7 +270,9 @@ impl Source {
     fn make(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
         match self {
             Source::Loaded => Ok(None),
-            Source::Placeholder => Ok(Some(Tensor::zeros(1, DType::F32, &Device::Cpu)?.broadcast_as(shape)?)),
+            Source::Placeholder => Ok(Some(
+                Tensor::zeros(1, DType::F32, &Device::Cpu)?.broadcast_as(shape)?,
+            )),
             Source::Random {
                 rng,
                 dtype,
@@ -276,7 +291,9 @@ impl Source {
                     let mut rng = rng.lock().unwrap();
                     (0..n).map(|_| rng.random_range(-bound..bound)).collect()
                 };
-                let t = Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(*dtype)?.to_device(device)?;
+                let t = Tensor::from_vec(values, shape, &Device::Cpu)?
+                    .to_dtype(*dtype)?
+                    .to_device(device)?;
                 if *trainable {
                     Ok(Some(candle_core::Var::from_tensor(&t)?.as_tensor().clone()))
                 } else {

@@ -1,0 +1,100 @@
+//! The run directory of a fit: resolved config, metrics, checkpoint, cached latents and the
+//! final distribution. Every file that matters is written atomically.
+
+use super::config::FitConfig;
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `root` (refusing one that already holds a run: use `--resume` for that).
+    pub fn create(root: &Path, config: &FitConfig) -> Result<Self> {
+        if root.join("config.toml").exists() {
+            return Err(Error::Input(format!(
+                "{} already holds a run; continue it with --resume {0} or choose another --run-dir",
+                root.display()
+            )));
+        }
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let run = Self {
+            root: root.to_path_buf(),
+        };
+        write_atomic(&run.config_path(), config.to_toml().as_bytes())?;
+        Ok(run)
+    }
+
+    /// Opens an existing run and its resolved config.
+    pub fn open(root: &Path) -> Result<(Self, FitConfig)> {
+        let run = Self {
+            root: root.to_path_buf(),
+        };
+        if !run.config_path().is_file() {
+            return Err(Error::Input(format!(
+                "{} is not a fit run directory (no config.toml)",
+                root.display()
+            )));
+        }
+        let config = FitConfig::from_toml_file(&run.config_path())?;
+        Ok((run, config))
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.root.join("checkpoint.safetensors")
+    }
+
+    pub fn latents_path(&self) -> PathBuf {
+        self.root.join("latents.safetensors")
+    }
+
+    pub fn distribution_path(&self) -> PathBuf {
+        self.root.join("distribution.safetensors")
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    /// Drops metric lines of steps ≥ `from` (a resumed run writes them again).
+    pub fn truncate_metrics(&self, from: usize) -> Result<()> {
+        let path = self.metrics_path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| (s as usize) < from)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        write_atomic(&path, kept.as_bytes())
+    }
+
+    pub fn append_metrics(&self, line: &serde_json::Value) -> Result<()> {
+        let path = self.metrics_path();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
