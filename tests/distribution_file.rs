@@ -143,3 +143,91 @@ fn truncated_and_foreign_files_are_refused() {
         .to_string();
     assert!(err.contains("not a dream3d prompt distribution"), "{err}");
 }
+
+mod common;
+
+#[test]
+fn official_outputs_import() {
+    use dream3d::prompt::import::{import_official, read_context, read_moments};
+    use dream3d::prompt::learner::{encode, gaussian};
+    use dream3d::prompt::{Frame, Template};
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/official_dd");
+    let sd =
+        dream3d::stable_diffusion::StableDiffusion::load(common::sd_tiny_files(), DType::F32, &DEV)
+            .unwrap();
+    let ctx = read_context(&dir.join("prompt_learner.pt")).unwrap();
+    assert_eq!(ctx.dims(), [3, 2, 8]);
+
+    let with_npz = import_official(
+        &dir.join("prompt_learner.pt"),
+        Some(&dir.join("final.npz")),
+        &sd,
+        &Template::default(),
+    )
+    .unwrap();
+    let (means, stds) = read_moments(&dir.join("final.npz")).unwrap();
+    assert_eq!(
+        with_npz.mu.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        means.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+    assert_eq!(with_npz.sigma.dims(), stds.dims());
+    assert_eq!(with_npz.meta.position_mode, PositionMode::Official);
+
+    let computed = import_official(
+        &dir.join("prompt_learner.pt"),
+        None,
+        &sd,
+        &Template::default(),
+    )
+    .unwrap();
+    let frame = Frame::new(
+        &sd.text_encoder,
+        &sd.tokenizer,
+        &Template::default(),
+        2,
+        PositionMode::Official,
+    )
+    .unwrap();
+    let (mu, _) = gaussian(&encode(&sd.text_encoder, &frame, &ctx).unwrap().hidden).unwrap();
+    let diff = (computed.mu - mu)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+
+    let err = read_context(&dir.join("final.npz"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("final.npz"), "{err}");
+}
+
+#[test]
+fn cli_import_writes_a_loadable_distribution() {
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/official_dd");
+    let tmp = tempfile::tempdir().unwrap();
+    let out_path = tmp.path().join("imported.safetensors");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
+        .arg("import")
+        .arg(dir.join("prompt_learner.pt"))
+        .arg("--npz")
+        .arg(dir.join("final.npz"))
+        .arg("--model")
+        .arg(common::sd_tiny_dir())
+        .arg("-o")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dist = PromptDistribution::load(&out_path, &DEV).unwrap();
+    assert_eq!(dist.meta.prompts, 3);
+}

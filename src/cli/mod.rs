@@ -2,6 +2,7 @@
 //! library and reports.
 
 mod fit;
+mod import;
 mod info;
 
 use clap::{Args, Parser, Subcommand};
@@ -21,6 +22,8 @@ pub struct Cli {
 enum Command {
     /// Learn a prompt distribution from reference images (DreamDistribution).
     Fit(Box<fit::FitArgs>),
+    /// Convert official DreamDistribution outputs (.pt context, .npz moments) to a distribution file.
+    Import(import::ImportArgs),
     /// Show where each component of a model was found, its architecture and parameter counts.
     Info(info::InfoArgs),
 }
@@ -29,6 +32,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Fit(args) => fit::run(*args),
+            Command::Import(args) => import::run(args),
             Command::Info(args) => info::run(args),
         }
     }

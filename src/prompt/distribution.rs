@@ -32,6 +32,7 @@ pub struct DistributionMeta {
     pub prefix: String,
     pub suffix: String,
     pub position_mode: PositionMode,
+    /// Optimisation steps (0 when imported from files that do not record them).
     pub steps: usize,
     pub seed: u64,
     pub dream3d_version: String,

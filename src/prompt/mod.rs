@@ -2,6 +2,7 @@
 //! text encoder's output space, and its losses.
 
 pub mod distribution;
+pub mod import;
 pub mod learner;
 pub mod sequence;
 
