@@ -20,6 +20,8 @@ use dream3d::weights::Weights;
 use std::path::Path;
 use std::time::Instant;
 
+mod common;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -29,12 +31,7 @@ const M: usize = 4;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = |flag: &str| common::arg(&args, flag);
     let reps: usize = value("--reps").map_or(Ok(3), |r| r.parse())?;
     let out = value("--json")
         .ok_or_else(|| anyhow::anyhow!("usage: bench_fit_step --json OUT.json [--reps N]"))?;
@@ -83,21 +80,15 @@ fn main() -> Result<()> {
         step(&mut opt)?;
         times.push(began.elapsed().as_secs_f64());
     }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("0")
-        .parse()?;
-    let result = serde_json::json!({"fit_step": {"median_s": sorted[sorted.len() / 2], "times_s": times, "peak_rss_bytes": kb * 1024}});
+    let result = common::summary(&times)?;
     eprintln!(
         "fit_step median {:.2} s, peak {:.2} GB",
-        sorted[sorted.len() / 2],
-        kb as f64 * 1024.0 / 1e9
+        result["median_s"],
+        result["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
     );
-    std::fs::write(out, serde_json::to_string_pretty(&result)?)?;
+    std::fs::write(
+        out,
+        serde_json::to_string_pretty(&serde_json::json!({ "fit_step": result }))?,
+    )?;
     Ok(())
 }

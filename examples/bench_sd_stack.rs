@@ -16,6 +16,8 @@ use dream3d::weights::Weights;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod common;
+
 const WORKLOADS: [&str; 4] = ["unet_fwd", "unet_fwd_bwd", "clip_fwd", "vae_enc_fwd_bwd"];
 
 fn config(name: &str) -> PathBuf {
@@ -91,17 +93,6 @@ fn setup(name: &str, stock: bool) -> Result<Box<dyn Fn() -> Result<()>>> {
     })
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`).
-fn peak_rss_bytes() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))?;
-    let kb: u64 = line.split_whitespace().nth(1).unwrap_or("0").parse()?;
-    Ok(kb * 1024)
-}
-
 fn run_child(name: &str, reps: usize, stock: bool) -> Result<serde_json::Value> {
     let step = setup(name, stock)?;
     step()?; // warm-up
@@ -111,23 +102,12 @@ fn run_child(name: &str, reps: usize, stock: bool) -> Result<serde_json::Value> 
         step()?;
         times.push(start.elapsed().as_secs_f64());
     }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    Ok(serde_json::json!({
-        "median_s": sorted[sorted.len() / 2],
-        "times_s": times,
-        "peak_rss_bytes": peak_rss_bytes()?,
-    }))
+    common::summary(&times)
 }
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = |flag: &str| common::arg(&args, flag);
     let stock = args.iter().any(|a| a == "--stock");
     let reps: usize = value("--reps").map_or(Ok(3), |r| r.parse())?;
     if let Some(name) = value("--child") {

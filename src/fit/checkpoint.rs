@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::optim::AdamW;
+use crate::weights::{save_atomic, TensorFile};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,42 +38,23 @@ impl Checkpoint {
             ("adam_m", &self.adam_m),
             ("adam_v", &self.adam_v),
         ];
-        let tmp = path.with_extension("tmp");
-        safetensors::serialize_to_file(tensors, Some(info), &tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        save_atomic(path, &tensors, info)
     }
 
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let corrupt = |reason: String| Error::CorruptWeights {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let (_, header) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let number = |key: &str| -> Result<u64> {
-            header
-                .metadata()
-                .as_ref()
-                .and_then(|m| m.get(key))
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| corrupt(format!("no `{key}` in the checkpoint metadata")))
-        };
-        let mut t = candle_core::safetensors::load_buffer(&bytes, device)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let mut take = |name: &str| {
-            t.remove(name).ok_or_else(|| Error::MissingTensor {
+        let mut file = TensorFile::read(path, device)?;
+        let number = |file: &TensorFile, key: &str| -> Result<u64> {
+            file.meta(key)?.parse().map_err(|_| Error::CorruptWeights {
                 path: path.to_path_buf(),
-                name: name.into(),
+                reason: format!("`{key}` is not a number"),
             })
         };
         Ok(Self {
-            next_step: number("next_step")? as usize,
-            adam_step: number("adam_step")?,
-            soft_prompts: take("soft_prompts")?,
-            adam_m: take("adam_m")?,
-            adam_v: take("adam_v")?,
+            next_step: number(&file, "next_step")? as usize,
+            adam_step: number(&file, "adam_step")?,
+            soft_prompts: file.take("soft_prompts", None)?,
+            adam_m: file.take("adam_m", None)?,
+            adam_v: file.take("adam_v", None)?,
         })
     }
 }

@@ -5,6 +5,7 @@ use super::sequence::{PositionMode, Template};
 use crate::diffusion::PredictionType;
 use crate::error::{Error, Result};
 use crate::models::ClipTextConfig;
+use crate::weights::{save_atomic, TensorFile};
 use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -62,36 +63,27 @@ impl PromptDistribution {
     /// Writes the file atomically (a temporary file beside it, then a rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         let meta = serde_json::to_string(&self.meta).expect("metadata serialises");
-        let info = HashMap::from([("dream3d".to_string(), meta)]);
-        let tensors = [
-            ("soft_prompts", self.soft_prompts.to_dtype(DType::F32)?),
-            ("mu", self.mu.to_dtype(DType::F32)?),
-            ("sigma", self.sigma.to_dtype(DType::F32)?),
-        ];
-        let tmp = path.with_extension("safetensors.tmp");
-        safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (*n, t)), Some(info), &tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        let (soft, mu, sigma) = (
+            self.soft_prompts.to_dtype(DType::F32)?,
+            self.mu.to_dtype(DType::F32)?,
+            self.sigma.to_dtype(DType::F32)?,
+        );
+        let tensors = [("soft_prompts", &soft), ("mu", &mu), ("sigma", &sigma)];
+        save_atomic(
+            path,
+            &tensors,
+            HashMap::from([("dream3d".to_string(), meta)]),
+        )
     }
 
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let corrupt = |reason: String| Error::CorruptWeights {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let (_, header) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let meta_json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("dream3d"))
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "{}: not a dream3d prompt distribution (no dream3d metadata)",
-                    path.display()
-                ))
-            })?;
+        let mut file = TensorFile::read(path, device)?;
+        let meta_json = file.metadata.get("dream3d").ok_or_else(|| {
+            Error::Input(format!(
+                "{}: not a dream3d prompt distribution (no dream3d metadata)",
+                path.display()
+            ))
+        })?;
         let meta: DistributionMeta =
             serde_json::from_str(meta_json).map_err(|e| Error::BadConfig {
                 path: path.to_path_buf(),
@@ -105,29 +97,15 @@ impl PromptDistribution {
                 meta.format_version
             )));
         }
-        let mut tensors = candle_core::safetensors::load_buffer(&bytes, device)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = tensors.remove(name).ok_or_else(|| Error::MissingTensor {
-                path: path.to_path_buf(),
-                name: name.into(),
-            })?;
-            if t.dims() != shape {
-                return Err(Error::ShapeMismatch {
-                    path: path.to_path_buf(),
-                    name: name.into(),
-                    expected: shape.to_vec(),
-                    found: t.dims().to_vec(),
-                });
-            }
-            Ok(t)
-        };
         let d = meta.text_hidden_size;
         let positions = crate::tokenizer::CONTEXT_LENGTH;
         Ok(Self {
-            soft_prompts: take("soft_prompts", &[meta.prompts, meta.tokens_per_prompt, d])?,
-            mu: take("mu", &[positions, d])?,
-            sigma: take("sigma", &[positions, d])?,
+            soft_prompts: file.take(
+                "soft_prompts",
+                Some(&[meta.prompts, meta.tokens_per_prompt, d]),
+            )?,
+            mu: file.take("mu", Some(&[positions, d]))?,
+            sigma: file.take("sigma", Some(&[positions, d]))?,
             meta,
         })
     }

@@ -3,6 +3,8 @@
 pub mod hub;
 mod model_files;
 mod store;
+pub mod tensor_file;
 
 pub use model_files::{ComponentFiles, Lookup, ModelFiles};
 pub use store::{Scope, Weights};
+pub use tensor_file::{save_atomic, TensorFile};
