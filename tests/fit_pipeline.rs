@@ -368,3 +368,80 @@ fn ctrl_c_leaves_a_checkpoint_to_resume_from() {
         Checkpoint::load(&f.root.join("run/checkpoint.safetensors"), &Device::Cpu).unwrap();
     assert!(checkpoint.next_step >= 2);
 }
+
+/// The objective on a fixed evaluation batch (fixed timesteps, noises and samples) over the
+/// cached reference latents, for soft prompts `soft`.
+fn evaluation_loss(sd: &StableDiffusion, config: &FitConfig, run: &RunDir, soft: &Tensor) -> f32 {
+    use dream3d::prompt::learner::{
+        diffusion_loss, encode, gaussian, orthogonality_loss, reparameterize,
+    };
+    use dream3d::prompt::{Frame, Template};
+    let latents = run.latents_path();
+    let mut cache = dream3d::weights::TensorFile::read(&latents, &Device::Cpu).unwrap();
+    let x0 = (cache.take("mean", None).unwrap() * sd.vae.config.scaling_factor).unwrap();
+    let n = x0.dim(0).unwrap();
+    let noise = Tensor::randn(0f32, 1., x0.dims(), &Device::Cpu).unwrap();
+    let t: Vec<usize> = (0..n).map(|i| 50 + i * 900 / n).collect();
+    let frame = Frame::new(
+        &sd.text_encoder,
+        &sd.tokenizer,
+        &Template::default(),
+        config.tokens,
+        config.position_mode,
+    )
+    .unwrap();
+    let mut total = 0.0;
+    for seed in 0..4u64 {
+        let eps = Tensor::from_vec(
+            (0..n * 2 * 77 * 8)
+                .map(|i| ((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0 - 1.0)
+                .collect(),
+            (n * 2, 77, 8),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let enc = encode(&sd.text_encoder, &frame, soft).unwrap();
+        let (mu, sigma) = gaussian(&enc.hidden).unwrap();
+        let cond = reparameterize(&mu, &sigma, &eps).unwrap();
+        let d = diffusion_loss(
+            &sd.unet,
+            &sd.schedule,
+            &x0,
+            &noise,
+            &t,
+            &cond,
+            config.min_snr_gamma,
+        )
+        .unwrap();
+        let o = orthogonality_loss(&enc.pooled).unwrap();
+        total += (d + (o * config.orthogonality_weight).unwrap())
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+    }
+    total / 4.0
+}
+
+#[test]
+fn fitting_coloured_shapes_lowers_the_loss() {
+    let f = fixture();
+    let sd = model();
+    let config = FitConfig {
+        steps: 40,
+        lr: 1e-2,
+        checkpoint_every: 40,
+        ..tiny_config(&f.refs)
+    };
+    let run = RunDir::create(&f.root.join("run"), &config).unwrap();
+    let FitOutcome::Finished(dist) =
+        fit(&config, &sd, &run, &AtomicBool::new(false), |_| {}).unwrap()
+    else {
+        panic!()
+    };
+    let init =
+        dream3d::prompt::learner::init_soft_prompts(3, 2, 8, config.seed, DType::F32, &Device::Cpu)
+            .unwrap();
+    let before = evaluation_loss(&sd, &config, &run, init.as_tensor());
+    let after = evaluation_loss(&sd, &config, &run, &dist.soft_prompts);
+    assert!(after < 0.97 * before, "evaluation loss {before} → {after}");
+}

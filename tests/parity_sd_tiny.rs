@@ -54,6 +54,7 @@ fn text_encoder_hidden_states() {
     let sd = model();
     let hidden = sd.text_encoder.forward(&p["text.input_ids"]).unwrap();
     let err = max_abs_diff(&hidden, &p["text.last_hidden_state"]);
+    eprintln!("text encoder: max abs error {err:.2e}");
     assert!(
         err <= SINGLE_FORWARD_TOL,
         "text encoder max abs error {err}"
@@ -76,6 +77,7 @@ fn unet_noise_prediction_with_per_sample_timesteps() {
         .forward(&p["unet.latents"], &t, &p["unet.encoder_hidden_states"])
         .unwrap();
     let err = max_abs_diff(&out, &p["unet.noise_pred"]);
+    eprintln!("unet: max abs error {err:.2e}");
     assert!(err <= SINGLE_FORWARD_TOL, "unet max abs error {err}");
 }
 
@@ -88,6 +90,9 @@ fn vae_encode_and_decode() {
     let err_logvar = max_abs_diff(&dist.logvar, &p["vae.enc_logvar"]);
     let decoded = sd.vae.decode(&p["vae.dec_input"]).unwrap();
     let err_dec = max_abs_diff(&decoded, &p["vae.dec_output"]);
+    eprintln!(
+        "vae: mean {err_mean:.2e}, logvar {err_logvar:.2e}, decode {err_dec:.2e} max abs error"
+    );
     assert!(err_mean <= SINGLE_FORWARD_TOL, "vae mean error {err_mean}");
     assert!(
         err_logvar <= SINGLE_FORWARD_TOL,
@@ -150,6 +155,7 @@ fn ddim_sample_with_guidance() {
     }
     let want = &p["ddim.final_latents"];
     let rel = max_abs_diff(&latents, want) / max_abs(want);
+    eprintln!("ddim: final latents relative error {rel:.2e}");
     assert!(rel <= 1e-4, "final latents relative error {rel}");
 
     let scale = sd.vae.config.scaling_factor;
@@ -159,5 +165,6 @@ fn ddim_sample_with_guidance() {
         .clamp(0f32, 1f32)
         .unwrap();
     let err = max_abs_diff(&image, &p["ddim.image"]);
+    eprintln!("ddim: image max abs error {err:.2e}");
     assert!(err <= 1.0 / 255.0, "image error {err}");
 }

@@ -251,3 +251,30 @@ fn gradients_reach_only_the_soft_prompts_and_the_loss_decreases() {
     // The random tiny UNet leaves a floor near 0.386; the prompts close most of the gap to it.
     assert!(last < 0.92 * first, "loss went from {first} to {last}");
 }
+
+#[test]
+fn text_encoder_checkpointing_gives_the_same_gradient() {
+    let sd = model(DType::F64);
+    let frame = Frame::new(
+        &sd.text_encoder,
+        &sd.tokenizer,
+        &Template::default(),
+        4,
+        PositionMode::Official,
+    )
+    .unwrap();
+    let soft = Var::from_tensor(&randn(&[3, 4, 8], 5, DType::F64)).unwrap();
+    let probe = randn(&[3, 77, 8], 6, DType::F64);
+    let grad = |checkpointing: bool| {
+        let enc = learner::encode_with(&sd.text_encoder, &frame, soft.as_tensor(), checkpointing)
+            .unwrap();
+        let loss = (enc.hidden * &probe).unwrap().sum_all().unwrap();
+        loss.backward()
+            .unwrap()
+            .get(soft.as_tensor())
+            .unwrap()
+            .clone()
+    };
+    let diff = max_abs(&(grad(true) - grad(false)).unwrap());
+    assert!(diff < 1e-12, "checkpointed gradient differs by {diff}");
+}

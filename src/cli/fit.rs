@@ -91,6 +91,9 @@ struct FitOptions {
     /// Steps between checkpoints [200].
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Recompute text-encoder layers in the backward pass to save memory [true].
+    #[arg(long)]
+    text_encoder_checkpointing: Option<bool>,
 }
 
 fn parse_position_mode(s: &str) -> Result<PositionMode, String> {
@@ -122,7 +125,8 @@ impl FitOptions {
             suffix,
             position_mode,
             seed,
-            checkpoint_every
+            checkpoint_every,
+            text_encoder_checkpointing
         );
         if self.resolution.is_some() {
             c.resolution = self.resolution;

@@ -35,6 +35,9 @@ pub struct FitConfig {
     pub position_mode: PositionMode,
     pub seed: u64,
     pub checkpoint_every: usize,
+    /// Recompute text-encoder layers in the backward pass (K prompts' activations are the
+    /// largest memory item of a step; costs about one more text-encoder forward).
+    pub text_encoder_checkpointing: bool,
 }
 
 impl Default for FitConfig {
@@ -59,6 +62,7 @@ impl Default for FitConfig {
             position_mode: PositionMode::Official,
             seed: 0,
             checkpoint_every: 200,
+            text_encoder_checkpointing: true,
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod run_dir;
 use crate::error::{Error, Result};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::prompt::learner::{
-    self, diffusion_loss, encode, gaussian, orthogonality_loss, reparameterize,
+    self, diffusion_loss, encode, encode_with, gaussian, orthogonality_loss, reparameterize,
 };
 use crate::prompt::{DistributionMeta, Frame, PromptDistribution, Template};
 use crate::stable_diffusion::StableDiffusion;
@@ -248,7 +248,12 @@ pub fn fit(
         )?;
 
         let soft_in = soft.as_tensor().to_dtype(dtype)?;
-        let enc = encode(&sd.text_encoder, &frame, &soft_in)?;
+        let enc = encode_with(
+            &sd.text_encoder,
+            &frame,
+            &soft_in,
+            config.text_encoder_checkpointing,
+        )?;
         let (mu, sigma) = gaussian(&enc.hidden)?;
         let cond = reparameterize(&mu, &sigma, &eps)?;
         let diffusion = diffusion_loss(

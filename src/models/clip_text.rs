@@ -3,10 +3,11 @@
 
 use super::config::{read_json, unsupported};
 use crate::error::Result;
-use crate::nn::{add_frozen, Activation, Attention, LayerNorm, Linear};
+use crate::nn::{add_frozen, Activation, Attention, FrozenOp, LayerNorm, Linear};
 use crate::weights::{Scope, Weights};
-use candle_core::{DType, Device, IndexOp, Result as CResult, Tensor};
+use candle_core::{DType, Device, IndexOp, Result as CResult, Tensor, Var};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The fields of `text_encoder/config.json` that shape the network.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -95,7 +96,7 @@ pub struct ClipTextModel {
     pub config: ClipTextConfig,
     token_embedding: Tensor,
     position_embedding: Tensor,
-    layers: Vec<EncoderLayer>,
+    layers: Vec<Arc<EncoderLayer>>,
     final_norm: LayerNorm,
 }
 
@@ -111,7 +112,9 @@ impl ClipTextModel {
         };
         let d = config.hidden_size;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| EncoderLayer::load(&s.at(format!("encoder.layers.{i}")), &config, act))
+            .map(|i| {
+                EncoderLayer::load(&s.at(format!("encoder.layers.{i}")), &config, act).map(Arc::new)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             token_embedding: s
@@ -142,11 +145,22 @@ impl ClipTextModel {
     /// `last_hidden_state` for token embeddings (B × N × D) given directly, so that learned
     /// soft tokens can be spliced between real ones; positions are added here.
     pub fn forward_embeds(&self, embeds: &Tensor) -> CResult<Tensor> {
+        self.forward_embeds_with(embeds, false)
+    }
+
+    /// [`Self::forward_embeds`], optionally with gradient checkpointing: only each layer's input
+    /// is kept for the backward pass, which runs the layer again. With K = 32 prompts at SD 2.1
+    /// size this trades one more text-encoder forward for ~6 GB of activations.
+    pub fn forward_embeds_with(&self, embeds: &Tensor, checkpointing: bool) -> CResult<Tensor> {
         let n = embeds.dim(1)?;
         let mut x = add_frozen(embeds, &self.position_embedding.i(..n)?.unsqueeze(0)?)?;
         let mask = causal_mask(n, x.dtype(), x.device())?;
         for layer in &self.layers {
-            x = layer.forward(&x, &mask)?;
+            x = if checkpointing {
+                checkpointed(layer, &x, &mask)?
+            } else {
+                layer.forward(&x, &mask)?
+            };
         }
         self.final_norm.forward(&x)
     }
@@ -165,6 +179,26 @@ impl ClipTextModel {
             .collect::<CResult<Vec<_>>>()?;
         Tensor::stack(&rows, 0)
     }
+}
+
+/// `layer(x)` whose backward recomputes the layer from its input (the weights are frozen, so
+/// only the input gradient is needed).
+fn checkpointed(layer: &Arc<EncoderLayer>, x: &Tensor, mask: &Tensor) -> CResult<Tensor> {
+    let (fwd_layer, fwd_mask) = (layer.clone(), mask.clone());
+    let (bwd_layer, bwd_mask) = (layer.clone(), mask.clone());
+    FrozenOp::new(
+        "checkpointed-clip-layer",
+        move |x: &Tensor| fwd_layer.forward(x, &fwd_mask),
+        move |x: &Tensor, _: &Tensor, g: &Tensor| {
+            let input = Var::from_tensor(x)?;
+            let y = bwd_layer.forward(input.as_tensor(), &bwd_mask)?;
+            let grads = (y * g)?.sum_all()?.backward()?;
+            grads.get(input.as_tensor()).cloned().ok_or_else(|| {
+                candle_core::Error::Msg("checkpointed layer lost its input gradient".into())
+            })
+        },
+    )
+    .apply(x, &[])
 }
 
 /// The end-of-text position of each row of token ids: the first occurrence of `eos_id`.

@@ -37,7 +37,17 @@ pub struct Encoded {
 }
 
 pub fn encode(text: &ClipTextModel, frame: &Frame, soft: &Tensor) -> CResult<Encoded> {
-    let hidden = text.forward_embeds(&frame.fill(soft)?)?;
+    encode_with(text, frame, soft, false)
+}
+
+/// [`encode`], with the text encoder's gradient checkpointing on or off.
+pub fn encode_with(
+    text: &ClipTextModel,
+    frame: &Frame,
+    soft: &Tensor,
+    checkpointing: bool,
+) -> CResult<Encoded> {
+    let hidden = text.forward_embeds_with(&frame.fill(soft)?, checkpointing)?;
     let pooled = hidden.i((.., frame.eos))?.contiguous()?;
     Ok(Encoded { hidden, pooled })
 }
