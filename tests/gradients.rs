@@ -15,15 +15,11 @@ use dream3d::models::{
 };
 use dream3d::tokenizer::{BOS, EOS};
 use dream3d::weights::Weights;
-use rand::{Rng, SeedableRng};
 
 const DEV: Device = Device::Cpu;
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    Tensor::from_vec(v, shape, &DEV).unwrap()
+    common::uniform(shape, seed, DType::F64)
 }
 
 struct TextToUNet {

@@ -13,7 +13,6 @@ use dream3d::prompt::learner::{
 use dream3d::prompt::{Frame, PositionMode, Template};
 use dream3d::stable_diffusion::StableDiffusion;
 use dream3d::tokenizer::{BOS, EOS};
-use rand::{Rng, SeedableRng};
 
 const DEV: Device = Device::Cpu;
 
@@ -21,15 +20,7 @@ fn model(dtype: DType) -> StableDiffusion {
     StableDiffusion::load(sd_tiny_files(), dtype, &DEV).unwrap()
 }
 
-fn randn(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    Tensor::from_vec(v, shape, &DEV)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
-}
+use common::uniform as randn;
 
 fn max_abs(t: &Tensor) -> f64 {
     t.to_dtype(DType::F64)

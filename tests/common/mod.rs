@@ -49,3 +49,15 @@ pub fn max_abs(a: &Tensor) -> f32 {
 pub fn id_rows(t: &Tensor) -> Vec<Vec<u32>> {
     t.to_dtype(DType::U32).unwrap().to_vec2::<u32>().unwrap()
 }
+
+/// Seeded uniform(−1, 1) values (f64 host side), as `dtype` on the CPU.
+pub fn uniform(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
