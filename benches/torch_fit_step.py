@@ -15,9 +15,7 @@ own subprocess like the workloads of torch_reference.py, whose builders and timi
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_reference  # noqa: E402  (also sets HF_HUB_OFFLINE before diffusers loads)
@@ -107,21 +105,11 @@ def setup_fit_step():
 torch_reference.WORKLOADS["fit_step"] = setup_fit_step
 
 
-def run_in_subprocess(reps):
-    with tempfile.TemporaryDirectory() as tmp:
-        out_path = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, os.path.abspath(__file__), "--child",
-               "--reps", str(reps), "--json", out_path]
-        subprocess.run(cmd, check=True)
-        with open(out_path) as f:
-            return json.load(f)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions after 1 warm-up")
     parser.add_argument("--json", required=True, metavar="OUT.json", help="where to write results")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["fit_step"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reps < 1:
         parser.error("--reps must be at least 1")
@@ -131,7 +119,7 @@ def main():
         return
 
     print("running fit_step ...", file=sys.stderr, flush=True)
-    results = {"fit_step": run_in_subprocess(args.reps)}
+    results = {"fit_step": torch_reference.run_in_subprocess("fit_step", args.reps, script=__file__)}
 
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:

@@ -173,10 +173,12 @@ def run_child(name, reps, out_path):
         json.dump(result, f)
 
 
-def run_in_subprocess(name, reps):
+def run_in_subprocess(name, reps, script=__file__):
+    """Times workload `name` in a fresh `script --child name` process (a script that registers
+    further workloads passes itself)."""
     with tempfile.TemporaryDirectory() as tmp:
         out_path = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", name,
+        cmd = [sys.executable, os.path.abspath(script), "--child", name,
                "--reps", str(reps), "--json", out_path]
         subprocess.run(cmd, check=True)
         with open(out_path) as f:

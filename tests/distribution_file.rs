@@ -223,11 +223,7 @@ fn cli_import_writes_a_loadable_distribution() {
         .arg(&out_path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let dist = PromptDistribution::load(&out_path, &DEV).unwrap();
     assert_eq!(dist.meta.prompts, 3);
 }

@@ -284,11 +284,7 @@ fn cli_fit_writes_the_default_distribution_and_resumes() {
         "1",
     ];
     let out = cli(&f.root, &args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let latest = f.root.join("dream3d-runs/latest.dist.safetensors");
     PromptDistribution::load(&latest, &Device::Cpu).unwrap();
     assert!(f
@@ -310,11 +306,7 @@ fn cli_fit_writes_the_default_distribution_and_resumes() {
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("starting at step 2"), "{stderr}");
     assert!(f.root.join("more.safetensors").is_file());

@@ -132,11 +132,7 @@ fn cli_info_describes_the_model() {
         .args(["info", "--model", sd_tiny_dir().to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "2 layers, width 8, 2 heads",

@@ -55,6 +55,12 @@ fn check(shape: &[usize], f: impl Fn(&Tensor) -> Tensor) {
     }
 }
 
+/// Gradients of Σ conv(x)².
+fn squared_sum_grads(conv: &conv::Conv2d, x: &Var) -> candle_core::backprop::GradStore {
+    let y = conv.forward(x.as_tensor()).unwrap();
+    y.sqr().unwrap().sum_all().unwrap().backward().unwrap()
+}
+
 #[test]
 fn linear() {
     let w = weights(&[("weight", randn(&[5, 3], 3)), ("bias", randn(&[5], 4))]);
@@ -150,15 +156,7 @@ fn frozen_layers_keep_no_weight_gradient() {
     ]);
     let conv = conv::Conv2d::load(&w.root(), 3, 4, 3, 1, 1).unwrap();
     let x = Var::from_tensor(&randn(&[1, 3, 5, 5], 1)).unwrap();
-    let grads = conv
-        .forward(x.as_tensor())
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let grads = squared_sum_grads(&conv, &x);
     assert!(grads.get(x.as_tensor()).is_some());
     for (name, t) in w.tensors() {
         assert!(grads.get(&t).is_none(), "{name} got a gradient");
@@ -181,15 +179,7 @@ fn trainable_conv_weights_get_their_gradient() {
         1,
     );
     let x = Var::from_tensor(&randn(&[1, 3, 5, 5], 1)).unwrap();
-    let grads = conv
-        .forward(x.as_tensor())
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let grads = squared_sum_grads(&conv, &x);
     assert!(grads.get(weight.as_tensor()).is_some(), "weight gradient");
     assert!(grads.get(x.as_tensor()).is_some(), "input gradient");
 }

@@ -61,3 +61,12 @@ pub fn uniform(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
         .to_dtype(dtype)
         .unwrap()
 }
+
+/// Fails the test with the command's stderr unless it exited successfully.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
