@@ -4,11 +4,14 @@
 pub mod device;
 pub mod diffusion;
 pub mod error;
+pub mod files;
 pub mod fit;
+pub mod imaging;
 pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod prompt;
+pub mod sample;
 pub mod stable_diffusion;
 pub mod tokenizer;
 pub mod weights;

@@ -139,17 +139,10 @@ fn default_run_dir(refs: &Path) -> PathBuf {
     let name = refs
         .file_name()
         .map_or("refs".into(), |n| n.to_string_lossy().into_owned());
-    let base = Path::new(RUNS_ROOT).join(format!("fit-{name}"));
-    (1..)
-        .map(|i| {
-            if i == 1 {
-                base.clone()
-            } else {
-                PathBuf::from(format!("{}-{i}", base.display()))
-            }
-        })
-        .find(|p| !p.join("config.toml").exists())
-        .expect("an unused run directory")
+    super::first_unused(
+        &Path::new(RUNS_ROOT).join(format!("fit-{name}")),
+        "config.toml",
+    )
 }
 
 pub fn run(args: FitArgs) -> anyhow::Result<()> {

@@ -4,8 +4,10 @@
 mod fit;
 mod import;
 mod info;
+mod sample;
 
 use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +26,8 @@ enum Command {
     Fit(Box<fit::FitArgs>),
     /// Convert official DreamDistribution outputs (.pt context, .npz moments) to a distribution file.
     Import(import::ImportArgs),
+    /// Draw images from a prompt distribution (or a plain prompt) with Stable Diffusion.
+    Sample(Box<sample::SampleArgs>),
     /// Show where each component of a model was found, its architecture and parameter counts.
     Info(info::InfoArgs),
 }
@@ -34,6 +38,7 @@ impl Cli {
             Command::Fit(args) => fit::run(*args),
             Command::Import(args) => import::run(args),
             Command::Info(args) => info::run(args),
+            Command::Sample(args) => sample::run(*args),
         }
     }
 }
@@ -42,7 +47,8 @@ impl Cli {
 #[derive(Args, Clone)]
 pub struct ModelArgs {
     /// A diffusers folder, or a Hugging Face repo id looked up in the HF cache
-    /// [info: stabilityai/stable-diffusion-2-1-base; fit: stabilityai/stable-diffusion-2-1].
+    /// [info: stabilityai/stable-diffusion-2-1-base; fit: stabilityai/stable-diffusion-2-1;
+    /// sample: the distribution's own model].
     #[arg(long)]
     pub model: Option<String>,
     /// Hub revision (branch, tag or commit).
@@ -66,4 +72,15 @@ impl ModelArgs {
             ..default
         }
     }
+}
+
+/// `base`, or `base-2`, `base-3`… : the first folder that does not hold `marker` yet.
+fn first_unused(base: &Path, marker: &str) -> PathBuf {
+    (1..)
+        .map(|i| match i {
+            1 => base.to_path_buf(),
+            _ => PathBuf::from(format!("{}-{i}", base.display())),
+        })
+        .find(|p| !p.join(marker).exists())
+        .expect("an unused folder")
 }

@@ -3,6 +3,7 @@
 
 use super::config::FitConfig;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -90,11 +91,4 @@ impl RunDir {
             .map_err(|e| Error::io(&path, e))?;
         writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

@@ -129,6 +129,14 @@ impl ClipTextModel {
         })
     }
 
+    pub fn device(&self) -> &candle_core::Device {
+        self.token_embedding.device()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.token_embedding.dtype()
+    }
+
     /// Token embeddings (B × N × D) of integer ids (B × N), without positions.
     pub fn embed_tokens(&self, ids: &Tensor) -> CResult<Tensor> {
         let (b, n) = ids.dims2()?;

@@ -1,6 +1,7 @@
 //! The prompt distribution value and its file: soft prompts (K × L × D), μ and σ (77 × D) and
 //! the metadata needed to use it exactly as it was trained, in one safetensors file.
 
+use super::gaussian::Gaussian;
 use super::sequence::{PositionMode, Template};
 use crate::diffusion::PredictionType;
 use crate::error::{Error, Result};
@@ -8,7 +9,6 @@ use crate::models::ClipTextConfig;
 use crate::weights::{save_atomic, TensorFile};
 use candle_core::{DType, Device, Tensor};
 use rand::Rng;
-use rand_distr::StandardNormal;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -132,12 +132,16 @@ impl PromptDistribution {
         )))
     }
 
+    /// The fitted N(μ, σ²), unscaled.
+    pub fn gaussian(&self) -> Gaussian {
+        Gaussian {
+            mu: self.mu.clone(),
+            sigma: self.sigma.clone(),
+        }
+    }
+
     /// One conditioning (77 × D) drawn from N(μ, (γσ)²) with `rng`; γ = 0 gives μ.
     pub fn sample(&self, gamma: f64, rng: &mut impl Rng) -> Result<Tensor> {
-        let n = self.mu.elem_count();
-        let eps: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
-        let eps =
-            Tensor::from_vec(eps, self.mu.shape(), self.mu.device())?.to_dtype(self.mu.dtype())?;
-        Ok(((eps * &self.sigma)? * gamma + &self.mu)?)
+        self.gaussian().scaled(gamma)?.sample(rng)
     }
 }

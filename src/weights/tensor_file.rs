@@ -13,10 +13,10 @@ pub fn save_atomic(
     tensors: &[(&str, &Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    safetensors::serialize_to_file(tensors.iter().copied(), Some(metadata), &tmp)
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::files::write_atomic_with(path, |tmp| {
+        safetensors::serialize_to_file(tensors.iter().copied(), Some(metadata), tmp)
+            .map_err(std::io::Error::other)
+    })
 }
 
 /// A file's tensors and metadata.

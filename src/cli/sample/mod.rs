@@ -1,0 +1,313 @@
+//! `dream3d sample`: new images from a prompt distribution (or a plain prompt), with variance
+//! scaling, composition and text edits; numbered PNGs, a contact sheet and a sidecar.
+
+mod init_noise;
+mod sidecar;
+mod source;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use dream3d::imaging::{contact_sheet, save_png, square_columns};
+use dream3d::prompt::Edit;
+use dream3d::sample::{ImageSampler, ImageSeed, SampleSettings};
+use dream3d::stable_diffusion::StableDiffusion;
+use indicatif::{ProgressBar, ProgressStyle};
+use init_noise::InitNoise;
+use sidecar::{shell_command, ImageRecord, MixRecord, Sidecar};
+use source::{MixSpec, Source};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct SampleArgs {
+    /// Prompt distribution file [default: the latest one `dream3d fit` wrote,
+    /// dream3d-runs/latest.dist.safetensors].
+    #[arg(conflicts_with_all = ["mix", "prompt"])]
+    distribution: Option<PathBuf>,
+    /// Compose distributions: PATH:WEIGHT[:GAMMA], repeated; weights sum to 1.
+    #[arg(long, value_parser = source::parse_mix, conflicts_with = "prompt")]
+    mix: Vec<MixSpec>,
+    /// A plain text prompt instead of a distribution (for caption baselines).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Words after the learned tokens ("made of gold"), or a template with `*` where they go
+    /// ("a photo of * made of gold", "pink *"); μ and σ are re-fitted over the K prompts.
+    #[arg(long)]
+    edit: Option<String>,
+    /// Variance scale γ (σ → γσ); 0 gives the mean prompt.
+    #[arg(long, default_value_t = 1.0)]
+    gamma: f64,
+    /// Number of images.
+    #[arg(short = 'n', long, default_value_t = 4)]
+    images: usize,
+    /// Output folder [default: dream3d-runs/samples, -2, -3… when taken].
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Overwrite an output folder that already holds samples.
+    #[arg(long)]
+    force: bool,
+    /// Negative prompt (the unconditional half of guidance).
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f64,
+    /// Image width in pixels [the model's resolution].
+    #[arg(long)]
+    width: Option<usize>,
+    /// Image height in pixels [the model's resolution].
+    #[arg(long)]
+    height: Option<usize>,
+    /// Images per UNet call.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Seed of the first image (image i uses seed + i) [random, printed].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Initial latents, FILE.safetensors[:TENSOR], N × C × h × w (one row per image, or one
+    /// row shared by all), like diffusers' `latents=`.
+    #[arg(long)]
+    init_noise: Option<String>,
+    #[command(flatten)]
+    model: super::ModelArgs,
+}
+
+const GRID: &str = "grid.png";
+
+pub fn run(args: SampleArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.images > 0, "-n must be at least 1");
+    let edit = args.edit.as_deref().map(Edit::parse).transpose()?;
+    let source = resolve_source(&args)?;
+    if edit.is_some() && matches!(source, Source::Prompt(_)) {
+        bail!("--edit changes a prompt distribution; with --prompt, write the words into the prompt itself");
+    }
+    let init = args
+        .init_noise
+        .as_deref()
+        .map(InitNoise::read)
+        .transpose()?;
+    let out = args.output.clone().unwrap_or_else(|| {
+        super::first_unused(
+            &Path::new(super::fit::RUNS_ROOT).join("samples"),
+            sidecar::FILE,
+        )
+    });
+    if out.join(sidecar::FILE).exists() && !args.force {
+        bail!(
+            "{} already holds samples ({}): choose another -o, or pass --force to overwrite them",
+            out.display(),
+            sidecar::FILE
+        );
+    }
+    dream3d::files::ensure_writable_dir(&out)?;
+
+    let model = args
+        .model
+        .model
+        .clone()
+        .unwrap_or_else(|| source.default_model());
+    let files = args.model.lookup().resolve(&model)?;
+    let device = dream3d::device::best_device()?;
+    let sd = StableDiffusion::load(files, dream3d::device::default_dtype(&device), &device)
+        .with_context(|| format!("loading model `{model}`"))?;
+    let resolution = sd.resolution().unwrap_or(512);
+    let settings = SampleSettings {
+        steps: args.steps,
+        guidance: args.guidance,
+        width: args.width.unwrap_or(resolution),
+        height: args.height.unwrap_or(resolution),
+        batch: args.batch,
+    };
+    let sampler = ImageSampler::new(&sd, settings.clone(), &args.negative)?;
+    let init_rows = match &init {
+        Some(noise) => Some(noise.rows(args.images, sampler.latent_shape())?),
+        None => None,
+    };
+    let gaussian = source.gaussian(&sd, edit.as_ref())?;
+    let conditioning = source.describe(edit.as_ref());
+    eprintln!("conditioning: {conditioning}");
+
+    let seed = args.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
+    eprintln!("seed {seed} (image i uses seed + i)");
+    let kept = keep_distributions(&source, &out)?;
+    let regenerate = |seed: u64, images: usize, init_noise: Option<&str>| {
+        let mut a: Vec<String> = vec!["dream3d".into(), "sample".into()];
+        a.extend(kept.iter().flat_map(|m| {
+            [
+                "--mix".into(),
+                format!("{}:{}:{}", m.path, m.weight, m.gamma),
+            ]
+        }));
+        if let Source::Prompt(p) = &source {
+            a.extend(["--prompt".into(), p.clone()]);
+        }
+        if let Some(e) = &args.edit {
+            a.extend(["--edit".into(), e.clone()]);
+        }
+        for (flag, value) in [
+            ("--model", model.clone()),
+            ("--negative", args.negative.clone()),
+            ("--steps", settings.steps.to_string()),
+            ("--guidance", settings.guidance.to_string()),
+            ("--width", settings.width.to_string()),
+            ("--height", settings.height.to_string()),
+            ("--seed", seed.to_string()),
+            ("-n", images.to_string()),
+        ] {
+            a.extend([flag.into(), value]);
+        }
+        if let Some(noise) = init_noise {
+            a.extend(["--init-noise".into(), noise.into()]);
+        }
+        shell_command(&a)
+    };
+    let shared_noise = init
+        .as_ref()
+        .filter(|n| n.shared())
+        .map(|n| n.spec.as_str());
+    let mut record = Sidecar {
+        dream3d_version: env!("CARGO_PKG_VERSION").into(),
+        model: model.clone(),
+        distributions: kept.clone(),
+        prompt: args.prompt.clone(),
+        edit: args.edit.clone(),
+        conditioning,
+        negative: args.negative.clone(),
+        settings: settings.clone(),
+        seed,
+        init_noise: args.init_noise.clone(),
+        command: regenerate(seed, args.images, args.init_noise.as_deref()),
+        images: Vec::with_capacity(args.images),
+    };
+
+    let progress = Progress::new(args.images, settings.steps);
+    let mut all = Vec::with_capacity(args.images);
+    let indices: Vec<usize> = (0..args.images).collect();
+    for chunk in indices.chunks(settings.batch) {
+        let seeds: Vec<ImageSeed> = chunk
+            .iter()
+            .map(|&i| ImageSeed {
+                seed: seed.wrapping_add(i as u64),
+                init_latents: init_rows.as_ref().map(|rows| rows[i].clone()),
+            })
+            .collect();
+        let images = sampler.images(&gaussian, &seeds, || progress.step(chunk.len()))?;
+        for ((&i, image), s) in chunk.iter().zip(&images).zip(&seeds) {
+            let file = format!("{i:04}.png");
+            save_png(&out.join(&file), image)?;
+            let from_row = init.as_ref().map(|n| if n.shared() { 0 } else { i });
+            record.images.push(ImageRecord {
+                file,
+                seed: s.seed,
+                init_noise_row: from_row,
+                command: (init.is_none() || shared_noise.is_some())
+                    .then(|| regenerate(s.seed, 1, shared_noise)),
+            });
+        }
+        record.write(&out)?;
+        all.extend(images);
+    }
+    save_png(
+        &out.join(GRID),
+        &contact_sheet(&all, square_columns(all.len())),
+    )?;
+    progress.finish();
+    eprintln!(
+        "{} images, {GRID} and {} written to {}",
+        all.len(),
+        sidecar::FILE,
+        out.display()
+    );
+    Ok(())
+}
+
+/// The named distribution(s), `--prompt`, or the latest fitted distribution.
+fn resolve_source(args: &SampleArgs) -> anyhow::Result<Source> {
+    if let Some(p) = &args.prompt {
+        return Ok(Source::Prompt(p.clone()));
+    }
+    let specs = if !args.mix.is_empty() {
+        args.mix.clone()
+    } else {
+        let path = match &args.distribution {
+            Some(p) => p.clone(),
+            None => source::latest_distribution()
+                .context(format!(
+                    "no prompt distribution given, and none at {} (where `dream3d fit REFS` leaves one): name a .dist.safetensors file, use --mix, or --prompt TEXT",
+                    super::fit::LATEST
+                ))?
+                .to_path_buf(),
+        };
+        eprintln!("prompt distribution: {}", path.display());
+        vec![MixSpec {
+            path,
+            weight: 1.0,
+            gamma: None,
+        }]
+    };
+    Source::distributions(specs, args.gamma)
+}
+
+/// Copies the distributions beside the images, so the sidecar's commands still reproduce
+/// them after `latest.dist.safetensors` has been replaced by a newer fit.
+fn keep_distributions(source: &Source, out: &Path) -> anyhow::Result<Vec<MixRecord>> {
+    let Source::Distributions(members) = source else {
+        return Ok(vec![]);
+    };
+    members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let copy = out.join(format!("conditioning-{i}.dist.safetensors"));
+            let bytes =
+                std::fs::read(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
+            dream3d::files::write_atomic(&copy, &bytes)?;
+            Ok(MixRecord {
+                path: copy.to_string_lossy().into_owned(),
+                weight: m.weight,
+                gamma: m.gamma,
+            })
+        })
+        .collect()
+}
+
+/// A bar over all DDIM steps of all images on a terminal; quiet otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    images: usize,
+    steps: usize,
+}
+
+impl Progress {
+    fn new(images: usize, steps: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new((images * steps) as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} image {msg} [{elapsed_precise} < {eta_precise}]",
+                )
+                .expect("valid template"),
+            );
+            bar
+        });
+        Self { bar, images, steps }
+    }
+
+    /// One DDIM step of a batch of `images`.
+    fn step(&self, images: usize) {
+        if let Some(bar) = &self.bar {
+            bar.inc(images as u64);
+            let current = (bar.position() as usize / self.steps).min(self.images - 1) + 1;
+            bar.set_message(format!("{current}/{}", self.images));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

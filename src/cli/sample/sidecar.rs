@@ -1,0 +1,83 @@
+//! `samples.json`: every setting and seed behind a folder of samples, with the command that
+//! regenerates each image bit-exactly on its own.
+
+use dream3d::sample::SampleSettings;
+use std::path::Path;
+
+pub const FILE: &str = "samples.json";
+
+#[derive(serde::Serialize)]
+pub struct Sidecar {
+    pub dream3d_version: String,
+    pub model: String,
+    pub distributions: Vec<MixRecord>,
+    pub prompt: Option<String>,
+    pub edit: Option<String>,
+    /// The conditioning as a person reads it (`*` marks the learned tokens).
+    pub conditioning: String,
+    pub negative: String,
+    #[serde(flatten)]
+    pub settings: SampleSettings,
+    /// Image i uses seed + i.
+    pub seed: u64,
+    pub init_noise: Option<String>,
+    /// Regenerates the whole folder.
+    pub command: String,
+    pub images: Vec<ImageRecord>,
+}
+
+#[derive(Clone, serde::Serialize)]
+pub struct MixRecord {
+    pub path: String,
+    pub weight: f64,
+    pub gamma: f64,
+}
+
+#[derive(serde::Serialize)]
+pub struct ImageRecord {
+    pub file: String,
+    pub seed: u64,
+    /// Row of the `--init-noise` tensor this image started from.
+    pub init_noise_row: Option<usize>,
+    /// Regenerates this image alone (absent when it started from one row of a multi-row
+    /// `--init-noise` tensor, which only the whole-folder command reproduces).
+    pub command: Option<String>,
+}
+
+impl Sidecar {
+    pub fn write(&self, dir: &Path) -> dream3d::Result<()> {
+        let json = serde_json::to_string_pretty(self).expect("sidecar serialises");
+        dream3d::files::write_atomic(&dir.join(FILE), json.as_bytes())
+    }
+}
+
+/// A command line from arguments, quoted for POSIX shells where needed.
+pub fn shell_command(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=+,@".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        let args = ["dream3d", "--edit", "it's * made of gold", "--negative", ""].map(String::from);
+        assert_eq!(
+            shell_command(&args),
+            r"dream3d --edit 'it'\''s * made of gold' --negative ''"
+        );
+    }
+}
