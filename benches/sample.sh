@@ -11,18 +11,18 @@ out=bench-out
 mkdir -p "$out"
 [ -f "$model/model_index.json" ] || .venv-ref/bin/python benches/torch_sample.py --make "$model"
 cargo build --release --example bench_sample
-for size in 256 512; do
+for size in ${SIZES:-256 512}; do
   .venv-ref/bin/python benches/torch_sample.py --model "$model" --size $size --steps 20 \
     --reps "$reps" --json "$out/torch_sample_$size.json"
   target/release/examples/bench_sample --model "$model" --size $size \
     --steps 20 --reps "$reps" --json "$out/dream3d_sample_$size.json"
 done
-python3 - "$out" <<'PY'
+python3 - "$out" ${SIZES:-256 512} <<'PY'
 import json, sys
 out = sys.argv[1]
 print("| 20 steps, CFG 7.5, batch 1 | PyTorch/diffusers | dream3d | ratio |")
 print("|---|---|---|---|")
-for size in (256, 512):
+for size in [int(s) for s in sys.argv[2:]]:
     t = json.load(open(f"{out}/torch_sample_{size}.json"))["sample"]
     d = json.load(open(f"{out}/dream3d_sample_{size}.json"))["sample"]
     print(f"| {size} px | {60 / t['median_s']:.2f} images/min ({t['median_s']:.1f} s), {t['peak_rss_bytes'] / 1e9:.2f} GB "

@@ -41,7 +41,10 @@ def make(out):
         vae=AutoencoderKL.from_config(config("vae")),
         text_encoder=CLIPTextModel(CLIPTextConfig(**config("text_encoder"))),
         tokenizer=CLIPTokenizer(
-            os.path.join(ASSETS, "vocab.json"), os.path.join(ASSETS, "merges.txt"), pad_token="!"
+            os.path.join(ASSETS, "vocab.json"),
+            os.path.join(ASSETS, "merges.txt"),
+            pad_token="!",
+            model_max_length=77,
         ),
         unet=UNet2DConditionModel.from_config(config("unet")),
         # SD 2.1-base's scheduler settings.

@@ -55,6 +55,8 @@ pub enum Error {
 
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("GPU: {0}")]
+    Gpu(String),
 
     #[error("invalid input: {0}")]
     Input(String),

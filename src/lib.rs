@@ -1,11 +1,14 @@
 //! dream3d: prompt distributions (DreamDistribution) learned from reference images, sampled as
 //! 2D images and distilled into 3D assets with MVDream. See `ARCHITECTURE.md` for the map.
 
+pub mod camera;
 pub mod device;
 pub mod diffusion;
 pub mod error;
+pub mod field;
 pub mod files;
 pub mod fit;
+pub mod gpu;
 pub mod imaging;
 pub mod models;
 pub mod nn;

@@ -1,0 +1,128 @@
+// The second half of the backward pass: from per-sample gradients (raw density, albedo
+// pre-activation) to the gradients of every field parameter.
+//
+// A workgroup has one thread per hidden unit and walks its share of the samples in tiles of
+// TILE: each thread keeps its hidden unit's weight gradients in registers across all its tiles
+// and adds them to `grads` once at the end, so the MLP weights see one atomic add per
+// workgroup rather than per sample. The encoding's gradient is scattered to the 8 corners of
+// each level with atomic adds, as in instant-ngp.
+
+struct Work {
+    samples: u32,
+    // Workgroups along x of the 2-D dispatch.
+    groups_x: u32,
+}
+
+struct SampleGrad {
+    position_graw: vec4<f32>,
+    grad_albedo: vec4<f32>,
+}
+
+@group(0) @binding(0) var<uniform> work: Work;
+@group(0) @binding(1) var<storage, read> params: array<f32>;
+@group(0) @binding(2) var<storage, read> levels: array<Level>;
+@group(0) @binding(3) var<storage, read> sample_grads: array<SampleGrad>;
+// `grads` (binding 4) and `grad_add` come from the prelude.
+
+const TILE: u32 = 16u;
+const TILES_PER_GROUP: u32 = 16u;
+
+var<workgroup> features: array<f32, TILE * WIDTH>;
+var<workgroup> grad_hidden_density: array<f32, TILE * HIDDEN>;
+var<workgroup> grad_hidden_albedo: array<f32, TILE * HIDDEN>;
+// dL/d(raw density) and dL/d(albedo pre-activation) per tile sample.
+var<workgroup> grad_out: array<vec4<f32>, TILE>;
+var<workgroup> positions: array<vec3<f32>, TILE>;
+
+@compute @workgroup_size(HIDDEN)
+fn field_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
+    let group = wg.x + wg.y * work.groups_x;
+    var acc_density_w1: array<f32, WIDTH>;
+    var acc_albedo_w1: array<f32, WIDTH>;
+    var acc_density_w2 = 0.0;
+    var acc_albedo_w2 = vec3<f32>(0.0);
+    let w2 = params[DENSITY_W2 + j];
+    let a2 = vec3<f32>(params[ALBEDO_W2 + j], params[ALBEDO_W2 + HIDDEN + j], params[ALBEDO_W2 + 2u * HIDDEN + j]);
+
+    for (var tile = 0u; tile < TILES_PER_GROUP; tile++) {
+        let first = (group * TILES_PER_GROUP + tile) * TILE;
+        // Phase 1: the tile's samples and their encodings, one (sample, level) per thread.
+        if j < TILE {
+            let s = first + j;
+            if s < work.samples {
+                let g = sample_grads[s];
+                positions[j] = g.position_graw.xyz;
+                grad_out[j] = vec4<f32>(g.position_graw.w, g.grad_albedo.xyz);
+            } else {
+                positions[j] = vec3<f32>(0.0);
+                grad_out[j] = vec4<f32>(0.0);
+            }
+        }
+        workgroupBarrier();
+        for (var i = j; i < TILE * LEVELS; i += HIDDEN) {
+            let s = i / LEVELS;
+            let l = i % LEVELS;
+            let c = level_corners(positions[s], levels[l]);
+            for (var k = 0u; k < FEATURES; k++) {
+                var acc = 0.0;
+                for (var corner = 0u; corner < 8u; corner++) {
+                    acc += c.weight[corner] * params[c.index[corner] + k];
+                }
+                features[s * WIDTH + l * FEATURES + k] = acc;
+            }
+        }
+        workgroupBarrier();
+        // Phase 2: hidden unit j of both MLPs over the tile's samples.
+        for (var s = 0u; s < TILE; s++) {
+            var hd = 0.0;
+            var ha = 0.0;
+            for (var k = 0u; k < WIDTH; k++) {
+                let f = features[s * WIDTH + k];
+                hd += params[DENSITY_W1 + j * WIDTH + k] * f;
+                ha += params[ALBEDO_W1 + j * WIDTH + k] * f;
+            }
+            let g = grad_out[s];
+            acc_density_w2 += g.x * max(hd, 0.0);
+            acc_albedo_w2 += g.yzw * max(ha, 0.0);
+            let gd = select(0.0, g.x * w2, hd > 0.0);
+            let ga = select(0.0, dot(g.yzw, a2), ha > 0.0);
+            grad_hidden_density[s * HIDDEN + j] = gd;
+            grad_hidden_albedo[s * HIDDEN + j] = ga;
+            for (var k = 0u; k < WIDTH; k++) {
+                let f = features[s * WIDTH + k];
+                acc_density_w1[k] += gd * f;
+                acc_albedo_w1[k] += ga * f;
+            }
+        }
+        workgroupBarrier();
+        // Phase 3: the encoding's gradient, one (sample, feature) per thread, scattered to
+        // the hash tables.
+        for (var i = j; i < TILE * WIDTH; i += HIDDEN) {
+            let s = i / WIDTH;
+            let k = i % WIDTH;
+            if first + s >= work.samples {
+                continue;
+            }
+            var gf = 0.0;
+            for (var h = 0u; h < HIDDEN; h++) {
+                gf += params[DENSITY_W1 + h * WIDTH + k] * grad_hidden_density[s * HIDDEN + h]
+                    + params[ALBEDO_W1 + h * WIDTH + k] * grad_hidden_albedo[s * HIDDEN + h];
+            }
+            if gf != 0.0 {
+                let c = level_corners(positions[s], levels[k / FEATURES]);
+                for (var corner = 0u; corner < 8u; corner++) {
+                    grad_add(c.index[corner] + k % FEATURES, c.weight[corner] * gf);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var k = 0u; k < WIDTH; k++) {
+        grad_add(DENSITY_W1 + j * WIDTH + k, acc_density_w1[k]);
+        grad_add(ALBEDO_W1 + j * WIDTH + k, acc_albedo_w1[k]);
+    }
+    grad_add(DENSITY_W2 + j, acc_density_w2);
+    grad_add(ALBEDO_W2 + j, acc_albedo_w2.x);
+    grad_add(ALBEDO_W2 + HIDDEN + j, acc_albedo_w2.y);
+    grad_add(ALBEDO_W2 + 2u * HIDDEN + j, acc_albedo_w2.z);
+}

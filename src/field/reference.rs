@@ -1,0 +1,315 @@
+//! A plain-Rust f64 implementation of the field, the volume renderer and their backward pass:
+//! the specification the WGSL kernels are tested against, written for clarity, not speed.
+
+use super::config::{Background, FieldConfig, ParamLayout};
+use super::march::{jitter, sphere_hits, OccupancyGrid, RenderSettings};
+use crate::camera::Ray;
+
+/// Large primes of the spatial hash (Teschner et al., as instant-ngp); x's is 1.
+pub const HASH_PRIMES: [u32; 3] = [1, 2_654_435_761, 805_459_861];
+
+/// The index of grid vertex `v` in its level's table.
+pub fn vertex_index(v: [u32; 3], resolution: u32, size: u32, dense: bool) -> u32 {
+    if dense {
+        let n = resolution + 1;
+        v[0] + v[1] * n + v[2] * n * n
+    } else {
+        let h = v[0].wrapping_mul(HASH_PRIMES[0])
+            ^ v[1].wrapping_mul(HASH_PRIMES[1])
+            ^ v[2].wrapping_mul(HASH_PRIMES[2]);
+        h % size
+    }
+}
+
+/// One field evaluation with what its backward pass needs.
+#[derive(Debug, Clone)]
+pub struct FieldSample {
+    pub sigma: f64,
+    pub rgb: [f64; 3],
+    /// dσ/d(raw density).
+    pub dsigma_draw: f64,
+    features: Vec<f64>,
+    /// (parameter index of feature 0 of the entry, trilinear weight) for 8 corners per level.
+    corners: Vec<(usize, f64)>,
+    hidden_density: Vec<f64>,
+    hidden_albedo: Vec<f64>,
+}
+
+/// The field over a parameter vector laid out by [`ParamLayout`].
+pub struct ReferenceField<'a> {
+    pub config: &'a FieldConfig,
+    pub layout: ParamLayout,
+    pub params: &'a [f64],
+}
+
+fn softplus(x: f64) -> f64 {
+    if x > 20.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl<'a> ReferenceField<'a> {
+    pub fn new(config: &'a FieldConfig, params: &'a [f64]) -> Self {
+        let layout = config.layout();
+        assert_eq!(params.len(), layout.len as usize, "parameter count");
+        Self {
+            config,
+            layout,
+            params,
+        }
+    }
+
+    /// Blob density bias at world position `p`.
+    pub fn blob(&self, p: [f64; 3]) -> f64 {
+        let r = (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
+        self.config.blob_scale as f64 * (1.0 - r / self.config.blob_std as f64)
+    }
+
+    pub fn eval(&self, p: [f64; 3]) -> FieldSample {
+        let c = self.config;
+        let f = c.features_per_level as usize;
+        let radius = c.radius as f64;
+        let u: Vec<f64> = p
+            .iter()
+            .map(|x| ((x / radius + 1.0) * 0.5).clamp(0.0, 1.0))
+            .collect();
+        let mut features = Vec::with_capacity(c.encoding_width() as usize);
+        let mut corners = Vec::with_capacity(8 * c.levels as usize);
+        for level in &self.layout.levels {
+            let res = level.resolution;
+            let mut cell = [0u32; 3];
+            let mut frac = [0f64; 3];
+            for a in 0..3 {
+                let g = u[a] * res as f64;
+                cell[a] = (g.floor() as u32).min(res - 1);
+                frac[a] = g - cell[a] as f64;
+            }
+            let mut acc = vec![0.0; f];
+            for corner in 0..8u32 {
+                let mut v = cell;
+                let mut w = 1.0;
+                for a in 0..3 {
+                    if corner >> a & 1 == 1 {
+                        v[a] += 1;
+                        w *= frac[a];
+                    } else {
+                        w *= 1.0 - frac[a];
+                    }
+                }
+                let entry = level.offset + vertex_index(v, res, level.size, level.dense);
+                let base = (entry as usize) * f;
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a += w * self.params[base + k];
+                }
+                corners.push((base, w));
+            }
+            features.extend(acc);
+        }
+        let hidden_density = self.hidden(self.layout.density_w1, &features);
+        let hidden_albedo = self.hidden(self.layout.albedo_w1, &features);
+        let w2 = self.layout.density_w2 as usize;
+        let raw: f64 = hidden_density
+            .iter()
+            .enumerate()
+            .map(|(j, h)| self.params[w2 + j] * h)
+            .sum();
+        let pre = raw + self.blob(p);
+        let n = c.hidden as usize;
+        let a2 = self.layout.albedo_w2 as usize;
+        let rgb = std::array::from_fn(|ch| {
+            let a: f64 = hidden_albedo
+                .iter()
+                .enumerate()
+                .map(|(j, h)| self.params[a2 + ch * n + j] * h)
+                .sum();
+            sigmoid(a)
+        });
+        FieldSample {
+            sigma: softplus(pre),
+            rgb,
+            dsigma_draw: sigmoid(pre),
+            features,
+            corners,
+            hidden_density,
+            hidden_albedo,
+        }
+    }
+
+    /// relu(W x) for the hidden × width matrix at `offset`.
+    fn hidden(&self, offset: u32, x: &[f64]) -> Vec<f64> {
+        let width = x.len();
+        (0..self.config.hidden as usize)
+            .map(|j| {
+                let row = &self.params[offset as usize + j * width..][..width];
+                row.iter().zip(x).map(|(w, v)| w * v).sum::<f64>().max(0.0)
+            })
+            .collect()
+    }
+
+    /// Adds the gradient of `g_sigma·σ + g_rgb·rgb` at sample `s` to `grads`.
+    pub fn backward(&self, s: &FieldSample, g_sigma: f64, g_rgb: [f64; 3], grads: &mut [f64]) {
+        let width = s.features.len();
+        let n = self.config.hidden as usize;
+        let l = &self.layout;
+        let mut g_features = vec![0.0; width];
+        // Density: raw = w2 · relu(W1 f).
+        let g_raw = g_sigma * s.dsigma_draw;
+        for j in 0..n {
+            let h = s.hidden_density[j];
+            grads[l.density_w2 as usize + j] += g_raw * h;
+            if h > 0.0 {
+                let g_h = g_raw * self.params[l.density_w2 as usize + j];
+                let row = l.density_w1 as usize + j * width;
+                for k in 0..width {
+                    grads[row + k] += g_h * s.features[k];
+                    g_features[k] += g_h * self.params[row + k];
+                }
+            }
+        }
+        // Albedo: rgb = sigmoid(W2 relu(W1 f)).
+        let g_pre: [f64; 3] = std::array::from_fn(|c| g_rgb[c] * s.rgb[c] * (1.0 - s.rgb[c]));
+        for j in 0..n {
+            let h = s.hidden_albedo[j];
+            let mut g_h = 0.0;
+            for (c, g) in g_pre.iter().enumerate() {
+                let w = l.albedo_w2 as usize + c * n + j;
+                grads[w] += g * h;
+                g_h += g * self.params[w];
+            }
+            if h > 0.0 {
+                let row = l.albedo_w1 as usize + j * width;
+                for k in 0..width {
+                    grads[row + k] += g_h * s.features[k];
+                    g_features[k] += g_h * self.params[row + k];
+                }
+            }
+        }
+        // Hash grid: the trilinear weights scatter each level's feature gradient.
+        let f = self.config.features_per_level as usize;
+        for (i, &(base, w)) in s.corners.iter().enumerate() {
+            let level = i / 8;
+            for k in 0..f {
+                grads[base + k] += w * g_features[level * f + k];
+            }
+        }
+    }
+
+    pub fn background(&self, _ray: &Ray) -> [f64; 3] {
+        match self.config.background {
+            Background::Solid(c) => c.map(f64::from),
+        }
+    }
+}
+
+/// What one ray renders to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RayOutput {
+    /// Composited over the background.
+    pub rgb: [f64; 3],
+    pub opacity: f64,
+    /// Opacity-weighted distance along the ray (0 where the ray sees nothing).
+    pub depth: f64,
+}
+
+/// The samples of `ray` the renderer uses: `(t, δ, position)` in order, skipping empty cells.
+pub fn samples(
+    field: &ReferenceField,
+    ray: &Ray,
+    settings: &RenderSettings,
+    occupancy: Option<&OccupancyGrid>,
+    ray_index: u32,
+) -> Vec<(f64, f64, [f64; 3])> {
+    let radius = field.config.radius as f64;
+    let Some((near, far)) = sphere_hits(ray, radius) else {
+        return vec![];
+    };
+    let delta = 2.0 * radius / settings.samples_per_ray as f64;
+    let offset = jitter(settings, ray_index) as f64;
+    (0..settings.samples_per_ray)
+        .map(|k| near + (k as f64 + offset) * delta)
+        .take_while(|&t| t < far)
+        .map(|t| (t, delta, ray.at(t)))
+        .filter(|(_, _, p)| occupancy.is_none_or(|o| o.occupied(*p, radius)))
+        .collect()
+}
+
+/// Front-to-back compositing with early termination.
+pub fn render_ray(
+    field: &ReferenceField,
+    ray: &Ray,
+    settings: &RenderSettings,
+    occupancy: Option<&OccupancyGrid>,
+    ray_index: u32,
+) -> RayOutput {
+    let mut t_acc = 1.0;
+    let mut rgb = [0.0; 3];
+    let mut depth = 0.0;
+    for (t, delta, p) in samples(field, ray, settings, occupancy, ray_index) {
+        let s = field.eval(p);
+        let alpha = 1.0 - (-s.sigma * delta).exp();
+        let w = t_acc * alpha;
+        for c in 0..3 {
+            rgb[c] += w * s.rgb[c];
+        }
+        depth += w * t;
+        t_acc *= 1.0 - alpha;
+        if t_acc < settings.early_stop as f64 {
+            break;
+        }
+    }
+    let bg = field.background(ray);
+    RayOutput {
+        rgb: std::array::from_fn(|c| rgb[c] + t_acc * bg[c]),
+        opacity: 1.0 - t_acc,
+        depth,
+    }
+}
+
+/// Adds d(g_rgb·rgb + g_opacity·opacity)/d(params) for one ray to `grads`, given the ray's
+/// forward output (the same samples are recomputed, nothing per sample was stored).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_ray(
+    field: &ReferenceField,
+    ray: &Ray,
+    settings: &RenderSettings,
+    occupancy: Option<&OccupancyGrid>,
+    ray_index: u32,
+    out: &RayOutput,
+    g_rgb: [f64; 3],
+    g_opacity: f64,
+    grads: &mut [f64],
+) {
+    let bg = field.background(ray);
+    let t_final = 1.0 - out.opacity;
+    // Foreground colour Σ wᵢcᵢ, and the part of dL/dσ every sample shares.
+    let fg: [f64; 3] = std::array::from_fn(|c| out.rgb[c] - t_final * bg[c]);
+    let g_bg: f64 = (0..3).map(|c| g_rgb[c] * bg[c]).sum();
+    let shared = (g_opacity - g_bg) * t_final;
+    let mut t_acc = 1.0;
+    let mut prefix = [0.0; 3];
+    for (_, delta, p) in samples(field, ray, settings, occupancy, ray_index) {
+        let s = field.eval(p);
+        let alpha = 1.0 - (-s.sigma * delta).exp();
+        let w = t_acc * alpha;
+        let t_next = t_acc * (1.0 - alpha);
+        let mut g_sigma = shared;
+        for c in 0..3 {
+            prefix[c] += w * s.rgb[c];
+            // Colour still to come after this sample: Σ_{j>i} wⱼcⱼ.
+            let rest = fg[c] - prefix[c];
+            g_sigma += g_rgb[c] * (t_next * s.rgb[c] - rest);
+        }
+        let g_color = g_rgb.map(|g| g * w);
+        field.backward(&s, g_sigma * delta, g_color, grads);
+        t_acc = t_next;
+        if t_acc < settings.early_stop as f64 {
+            break;
+        }
+    }
+}

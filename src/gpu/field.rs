@@ -1,0 +1,500 @@
+//! The field on the GPU: its parameters and AdamW state, rendering a batch of cameras,
+//! back-propagating image gradients into parameter gradients, the optimiser step and the
+//! occupancy grid.
+
+use super::buffers::{
+    bind, dispatch, dispatch_size, download, pipeline, storage, storage_with, uniform,
+};
+use super::shader::Sources;
+use super::GpuContext;
+use crate::camera::Camera;
+use crate::error::{Error, Result};
+use crate::field::march::{pcg_hash, OCCUPANCY_RESOLUTION};
+use crate::field::{Background, FieldConfig, OccupancyGrid, ParamLayout, RenderSettings};
+use bytemuck::{Pod, Zeroable};
+use std::sync::Arc;
+
+/// `Frame` in `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct FrameUniform {
+    pub rays: u32,
+    pub width: u32,
+    pub height: u32,
+    pub samples_per_ray: u32,
+    pub early_stop: f32,
+    pub jitter_seed: u32,
+    pub stratified: u32,
+    pub use_occupancy: u32,
+    pub background: [f32; 4],
+}
+
+/// `Camera` in `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct CameraUniform {
+    pub rows: [[f32; 4]; 3],
+    /// Focal length in pixels, width, height, unused.
+    pub intrinsics: [f32; 4],
+}
+
+/// `Work` in `shaders/field_backward.wgsl` (padded to 16 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct WorkUniform {
+    pub samples: u32,
+    pub groups_x: u32,
+    pub pad: [u32; 2],
+}
+
+/// `AdamStep` in `shaders/adam.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct AdamUniform {
+    pub len: u32,
+    pub grid_params: u32,
+    pub lr_grid: f32,
+    pub lr_mlp: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub bias_correction1: f32,
+    pub bias_correction2: f32,
+    pub groups_x: u32,
+    pub pad: u32,
+}
+
+/// `OccupancyWork` in `shaders/occupancy.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct OccupancyUniform {
+    pub seed: u32,
+    pub step_size: f32,
+    pub pad: [u32; 2],
+}
+
+/// `SampleGrad` in `shaders/render.wgsl`: 8 floats.
+const SAMPLE_GRAD_BYTES: u64 = 32;
+/// Samples per `field_backward` workgroup (TILE × TILES_PER_GROUP in the shader).
+const SAMPLES_PER_GROUP: u32 = 256;
+
+/// AdamW hyper-parameters (threestudio's `mvdream-sd21.yaml`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamConfig {
+    pub lr_grid: f64,
+    pub lr_mlp: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self {
+            lr_grid: 1e-2,
+            lr_mlp: 1e-3,
+            betas: [0.9, 0.99],
+            eps: 1e-15,
+            weight_decay: 1e-2,
+        }
+    }
+}
+
+/// What a batch of cameras rendered to, per pixel, view-major then row-major.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// rgb over the background, opacity.
+    pub color: Vec<[f32; 4]>,
+    pub depth: Vec<f32>,
+}
+
+struct Pipelines {
+    render: wgpu::ComputePipeline,
+    ray_backward: wgpu::ComputePipeline,
+    field_backward: wgpu::ComputePipeline,
+    adam: wgpu::ComputePipeline,
+    occupancy: wgpu::ComputePipeline,
+}
+
+/// The last render, kept for its backward pass.
+struct LastRender {
+    frame: FrameUniform,
+    cameras: wgpu::Buffer,
+    color: wgpu::Buffer,
+    depth: wgpu::Buffer,
+    counts: Vec<u32>,
+}
+
+pub struct GpuField {
+    ctx: Arc<GpuContext>,
+    pub config: FieldConfig,
+    pub layout: ParamLayout,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    moment1: wgpu::Buffer,
+    moment2: wgpu::Buffer,
+    levels: wgpu::Buffer,
+    occupancy_bits: wgpu::Buffer,
+    pub occupancy: OccupancyGrid,
+    /// Skip empty cells when rendering (off until the grid has been updated).
+    pub use_occupancy: bool,
+    /// AdamW steps taken.
+    pub step: u64,
+    pipelines: Pipelines,
+    last: Option<LastRender>,
+}
+
+impl GpuField {
+    pub fn new(ctx: Arc<GpuContext>, config: FieldConfig, params: &[f32]) -> Result<Self> {
+        config.validate()?;
+        let layout = config.layout();
+        if params.len() != layout.len as usize {
+            return Err(Error::Input(format!(
+                "field has {} parameters, got {}",
+                layout.len,
+                params.len()
+            )));
+        }
+        let bytes = 4 * layout.len as u64;
+        if bytes > ctx.max_binding {
+            return Err(Error::Gpu(format!(
+                "the field's {} parameters ({bytes} bytes) exceed the device's largest storage binding ({} bytes): lower log2_table_size",
+                layout.len, ctx.max_binding
+            )));
+        }
+        let sources = Sources::new(&config, ctx.float_atomics);
+        let pipelines = Pipelines {
+            render: pipeline(&ctx, "render", &sources.render, "render"),
+            ray_backward: pipeline(&ctx, "ray_backward", &sources.render, "ray_backward"),
+            field_backward: pipeline(
+                &ctx,
+                "field_backward",
+                &sources.field_backward,
+                "field_backward",
+            ),
+            adam: pipeline(&ctx, "adam", &sources.adam, "adam"),
+            occupancy: pipeline(&ctx, "occupancy", &sources.occupancy, "occupancy_values"),
+        };
+        let level_data: Vec<[u32; 4]> = layout
+            .levels
+            .iter()
+            .map(|l| [l.resolution, l.size, l.offset, u32::from(l.dense)])
+            .collect();
+        let occupancy = OccupancyGrid::default();
+        let field = Self {
+            params: storage_with(&ctx, "params", params),
+            grads: storage(&ctx, "grads", bytes),
+            moment1: storage(&ctx, "adam m", bytes),
+            moment2: storage(&ctx, "adam v", bytes),
+            levels: storage_with(&ctx, "levels", &level_data),
+            occupancy_bits: storage_with(&ctx, "occupancy", &occupancy.bits),
+            occupancy,
+            use_occupancy: false,
+            step: 0,
+            pipelines,
+            last: None,
+            config,
+            layout,
+            ctx,
+        };
+        field.reset_optimizer();
+        Ok(field)
+    }
+
+    /// Zeroes the gradients and the AdamW moments.
+    pub fn reset_optimizer(&self) {
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        for b in [&self.grads, &self.moment1, &self.moment2] {
+            encoder.clear_buffer(b, 0, None);
+        }
+        self.ctx.queue.submit([encoder.finish()]);
+    }
+
+    pub fn params(&self) -> Result<Vec<f32>> {
+        download(&self.ctx, &self.params, self.layout.len as usize)
+    }
+
+    pub fn set_params(&self, params: &[f32]) {
+        self.ctx
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(params));
+    }
+
+    /// The accumulated gradient of every parameter.
+    pub fn grads(&self) -> Result<Vec<f32>> {
+        download(&self.ctx, &self.grads, self.layout.len as usize)
+    }
+
+    /// AdamW moments (first, second), for checkpoints.
+    pub fn moments(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let n = self.layout.len as usize;
+        Ok((
+            download(&self.ctx, &self.moment1, n)?,
+            download(&self.ctx, &self.moment2, n)?,
+        ))
+    }
+
+    pub fn set_moments(&self, m: &[f32], v: &[f32]) {
+        self.ctx
+            .queue
+            .write_buffer(&self.moment1, 0, bytemuck::cast_slice(m));
+        self.ctx
+            .queue
+            .write_buffer(&self.moment2, 0, bytemuck::cast_slice(v));
+    }
+
+    fn background(&self) -> [f32; 4] {
+        match self.config.background {
+            Background::Solid([r, g, b]) => [r, g, b, 0.0],
+        }
+    }
+
+    /// Renders `cameras` at width × height and keeps what the backward pass needs.
+    pub fn render(
+        &mut self,
+        cameras: &[Camera],
+        width: u32,
+        height: u32,
+        settings: &RenderSettings,
+    ) -> Result<Rendered> {
+        let rays = cameras.len() as u32 * width * height;
+        let frame = FrameUniform {
+            rays,
+            width,
+            height,
+            samples_per_ray: settings.samples_per_ray,
+            early_stop: settings.early_stop,
+            jitter_seed: settings.stratified_seed.map_or(0, pcg_hash),
+            stratified: u32::from(settings.stratified_seed.is_some()),
+            use_occupancy: u32::from(self.use_occupancy),
+            background: self.background(),
+        };
+        let camera_data: Vec<CameraUniform> = cameras
+            .iter()
+            .map(|c| CameraUniform {
+                rows: std::array::from_fn(|r| std::array::from_fn(|k| c.c2w[(r, k)] as f32)),
+                intrinsics: [c.focal(height) as f32, width as f32, height as f32, 0.0],
+            })
+            .collect();
+        let ctx = &self.ctx;
+        let last = LastRender {
+            frame,
+            cameras: storage_with(ctx, "cameras", &camera_data),
+            color: storage(ctx, "color", 16 * rays as u64),
+            depth: storage(ctx, "depth", 4 * rays as u64),
+            counts: vec![],
+        };
+        let counts = storage(ctx, "sample counts", 4 * rays as u64);
+        let frame_buffer = uniform(ctx, "frame", &frame);
+        let group = bind(
+            ctx,
+            &self.pipelines.render,
+            &[
+                (0, &frame_buffer),
+                (1, &last.cameras),
+                (2, &self.params),
+                (3, &self.levels),
+                (4, &self.occupancy_bits),
+                (5, &last.color),
+                (6, &last.depth),
+                (7, &counts),
+            ],
+        );
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        dispatch(
+            &mut encoder,
+            &self.pipelines.render,
+            &group,
+            dispatch_size(rays.div_ceil(64)),
+        );
+        ctx.queue.submit([encoder.finish()]);
+        let rendered = Rendered {
+            color: download(ctx, &last.color, rays as usize)?,
+            depth: download(ctx, &last.depth, rays as usize)?,
+        };
+        self.last = Some(LastRender {
+            counts: download(ctx, &counts, rays as usize)?,
+            ..last
+        });
+        Ok(rendered)
+    }
+
+    /// Adds to the parameter gradients the gradient of Σ grad·(rgb, opacity) over the pixels of
+    /// the last render.
+    pub fn backward(&mut self, grad_color: &[[f32; 4]]) -> Result<()> {
+        let last = self
+            .last
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("backward before any render".into()))?;
+        let rays = last.frame.rays as usize;
+        if grad_color.len() != rays {
+            return Err(Error::Input(format!(
+                "backward: {} pixel gradients for a render of {rays} pixels",
+                grad_color.len()
+            )));
+        }
+        // Where each ray's samples go: the exclusive prefix sum of the forward counts.
+        let mut offsets = Vec::with_capacity(rays);
+        let mut total = 0u64;
+        for &c in &last.counts {
+            offsets.push(total as u32);
+            total += c as u64;
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        if total * SAMPLE_GRAD_BYTES > self.ctx.max_binding {
+            return Err(Error::Gpu(format!(
+                "{total} samples need {} bytes, more than the device's largest storage binding ({}): render fewer pixels or samples per ray",
+                total * SAMPLE_GRAD_BYTES,
+                self.ctx.max_binding
+            )));
+        }
+        let ctx = &self.ctx;
+        let frame_buffer = uniform(ctx, "frame", &last.frame);
+        let offsets = storage_with(ctx, "sample offsets", &offsets);
+        let grad_buffer = storage_with(ctx, "grad color", grad_color);
+        let sample_grads = storage(ctx, "sample grads", total * SAMPLE_GRAD_BYTES);
+        let rays_group = bind(
+            ctx,
+            &self.pipelines.ray_backward,
+            &[
+                (0, &frame_buffer),
+                (1, &last.cameras),
+                (2, &self.params),
+                (3, &self.levels),
+                (4, &self.occupancy_bits),
+                (5, &last.color),
+                (7, &offsets),
+                (8, &grad_buffer),
+                (9, &sample_grads),
+            ],
+        );
+        let groups = dispatch_size((total as u32).div_ceil(SAMPLES_PER_GROUP));
+        let work = uniform(
+            ctx,
+            "work",
+            &WorkUniform {
+                samples: total as u32,
+                groups_x: groups.0,
+                pad: [0; 2],
+            },
+        );
+        let field_group = bind(
+            ctx,
+            &self.pipelines.field_backward,
+            &[
+                (0, &work),
+                (1, &self.params),
+                (2, &self.levels),
+                (3, &sample_grads),
+                (4, &self.grads),
+            ],
+        );
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        dispatch(
+            &mut encoder,
+            &self.pipelines.ray_backward,
+            &rays_group,
+            dispatch_size((rays as u32).div_ceil(64)),
+        );
+        dispatch(
+            &mut encoder,
+            &self.pipelines.field_backward,
+            &field_group,
+            groups,
+        );
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait()
+    }
+
+    /// One AdamW step from the accumulated gradients, which it clears.
+    pub fn adam_step(&mut self, adam: &AdamConfig) -> Result<()> {
+        self.step += 1;
+        let t = self.step as i32;
+        let groups = dispatch_size(self.layout.len.div_ceil(256));
+        let step = AdamUniform {
+            len: self.layout.len,
+            grid_params: self.layout.grid_params(),
+            lr_grid: adam.lr_grid as f32,
+            lr_mlp: adam.lr_mlp as f32,
+            beta1: adam.betas[0] as f32,
+            beta2: adam.betas[1] as f32,
+            eps: adam.eps as f32,
+            weight_decay: adam.weight_decay as f32,
+            bias_correction1: (1.0 - adam.betas[0].powi(t)) as f32,
+            bias_correction2: (1.0 - adam.betas[1].powi(t)) as f32,
+            groups_x: groups.0,
+            pad: 0,
+        };
+        let ctx = &self.ctx;
+        let step_buffer = uniform(ctx, "adam step", &step);
+        let group = bind(
+            ctx,
+            &self.pipelines.adam,
+            &[
+                (0, &step_buffer),
+                (1, &self.params),
+                (2, &self.grads),
+                (3, &self.moment1),
+                (4, &self.moment2),
+            ],
+        );
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        dispatch(&mut encoder, &self.pipelines.adam, &group, groups);
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait()
+    }
+
+    /// Re-evaluates the occupancy grid (σ·step at a random point per cell, blended into the
+    /// moving average with `decay`, occupied above min(`threshold`, mean)) and turns skipping on.
+    pub fn update_occupancy(
+        &mut self,
+        seed: u32,
+        samples_per_ray: u32,
+        decay: f32,
+        threshold: f32,
+    ) -> Result<()> {
+        let cells = OCCUPANCY_RESOLUTION.pow(3);
+        let ctx = &self.ctx;
+        let work = uniform(
+            ctx,
+            "occupancy work",
+            &OccupancyUniform {
+                seed,
+                step_size: 2.0 * self.config.radius / samples_per_ray as f32,
+                pad: [0; 2],
+            },
+        );
+        let values = storage(ctx, "occupancy values", 4 * cells as u64);
+        let group = bind(
+            ctx,
+            &self.pipelines.occupancy,
+            &[
+                (0, &work),
+                (1, &self.params),
+                (2, &self.levels),
+                (3, &values),
+            ],
+        );
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        dispatch(
+            &mut encoder,
+            &self.pipelines.occupancy,
+            &group,
+            (cells.div_ceil(64), 1),
+        );
+        ctx.queue.submit([encoder.finish()]);
+        let fresh: Vec<f32> = download(ctx, &values, cells as usize)?;
+        self.occupancy.update(&fresh, decay, threshold);
+        ctx.queue.write_buffer(
+            &self.occupancy_bits,
+            0,
+            bytemuck::cast_slice(&self.occupancy.bits),
+        );
+        self.use_occupancy = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! WGSL sources: the files in `shaders/`, joined behind a prelude of constants generated from
+//! the field's configuration (WGSL has no includes and array sizes must be constants).
+
+use crate::field::march::OCCUPANCY_RESOLUTION;
+use crate::field::{FieldConfig, ParamLayout};
+
+pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
+pub const FIELD_EVAL: &str = include_str!("../../shaders/field_eval.wgsl");
+pub const RENDER: &str = include_str!("../../shaders/render.wgsl");
+pub const FIELD_BACKWARD: &str = include_str!("../../shaders/field_backward.wgsl");
+pub const ADAM: &str = include_str!("../../shaders/adam.wgsl");
+pub const OCCUPANCY: &str = include_str!("../../shaders/occupancy.wgsl");
+
+/// `const` declarations describing the field.
+pub fn prelude(config: &FieldConfig, layout: &ParamLayout) -> String {
+    let u = |name: &str, v: u32| format!("const {name}: u32 = {v}u;\n");
+    let f = |name: &str, v: f32| format!("const {name}: f32 = {v:?};\n");
+    [
+        u("LEVELS", config.levels),
+        u("FEATURES", config.features_per_level),
+        u("WIDTH", config.encoding_width()),
+        u("HIDDEN", config.hidden),
+        u("DENSITY_W1", layout.density_w1),
+        u("DENSITY_W2", layout.density_w2),
+        u("ALBEDO_W1", layout.albedo_w1),
+        u("ALBEDO_W2", layout.albedo_w2),
+        u("OCC_RES", OCCUPANCY_RESOLUTION),
+        f("RADIUS", config.radius),
+        f("BLOB_SCALE", config.blob_scale),
+        f("BLOB_STD", config.blob_std),
+    ]
+    .concat()
+}
+
+/// The gradient buffer (binding 4) and `grad_add`, with f32 atomics or a compare-exchange loop.
+pub fn grad_accumulator(float_atomics: bool) -> &'static str {
+    if float_atomics {
+        "@group(0) @binding(4) var<storage, read_write> grads: array<atomic<f32>>;\n\
+         fn grad_add(i: u32, v: f32) { if v != 0.0 { atomicAdd(&grads[i], v); } }\n"
+    } else {
+        "@group(0) @binding(4) var<storage, read_write> grads: array<atomic<u32>>;\n\
+         fn grad_add(i: u32, v: f32) {\n\
+             if v == 0.0 { return; }\n\
+             var old = atomicLoad(&grads[i]);\n\
+             loop {\n\
+                 let r = atomicCompareExchangeWeak(&grads[i], old, bitcast<u32>(bitcast<f32>(old) + v));\n\
+                 if r.exchanged { break; }\n\
+                 old = r.old_value;\n\
+             }\n\
+         }\n"
+    }
+}
+
+/// Each kernel's full source.
+pub struct Sources {
+    pub render: String,
+    pub field_backward: String,
+    pub adam: String,
+    pub occupancy: String,
+}
+
+impl Sources {
+    pub fn new(config: &FieldConfig, float_atomics: bool) -> Self {
+        let head = prelude(config, &config.layout()) + COMMON;
+        Self {
+            render: [head.as_str(), FIELD_EVAL, RENDER].concat(),
+            field_backward: [
+                head.as_str(),
+                grad_accumulator(float_atomics),
+                FIELD_BACKWARD,
+            ]
+            .concat(),
+            adam: ADAM.to_string(),
+            occupancy: [head.as_str(), FIELD_EVAL, OCCUPANCY].concat(),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The wgpu field, renderer, backward pass and optimiser against the f64 reference, the
+//! reference against finite differences, and a reconstruction of a known object. Runs on any
+//! adapter (lavapipe in CI); every buffer starts as noise.
+
+use dream3d::camera::{Camera, Ray};
+use dream3d::field::reference::{backward_ray, render_ray, RayOutput, ReferenceField};
+use dream3d::field::{FieldConfig, OccupancyGrid, RenderSettings};
+use dream3d::gpu::{AdamConfig, GpuContext, GpuField};
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+
+/// A small field that exercises every code path: dense and hashed levels, both MLPs.
+fn small_config() -> FieldConfig {
+    FieldConfig {
+        levels: 4,
+        features_per_level: 2,
+        log2_table_size: 10,
+        base_resolution: 4,
+        per_level_scale: 2.0,
+        hidden: 16,
+        ..FieldConfig::default()
+    }
+}
+
+/// Parameters large enough that the field is far from empty and every term matters.
+fn random_params(config: &FieldConfig, seed: u64) -> Vec<f32> {
+    let layout = config.layout();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..layout.len)
+        .map(|i| {
+            if i < layout.grid_params() {
+                rng.random_range(-1.0..1.0)
+            } else {
+                rng.random_range(-0.5..0.5)
+            }
+        })
+        .collect()
+}
+
+fn context() -> Arc<GpuContext> {
+    let mut ctx =
+        GpuContext::new().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)");
+    ctx.poison_buffers = true;
+    eprintln!("adapter: {}", ctx.describe());
+    Arc::new(ctx)
+}
+
+fn cameras() -> Vec<Camera> {
+    vec![
+        Camera::orbit(15.0, 30.0, 2.5, 45.0),
+        Camera::orbit(-20.0, 200.0, 2.0, 60.0),
+    ]
+}
+
+const W: u32 = 12;
+const H: u32 = 10;
+
+fn rays(cams: &[Camera]) -> Vec<Ray> {
+    cams.iter()
+        .flat_map(|c| (0..H).flat_map(move |y| (0..W).map(move |x| c.ray(W, H, x, y))))
+        .collect()
+}
+
+fn settings() -> RenderSettings {
+    RenderSettings {
+        samples_per_ray: 48,
+        early_stop: 1e-4,
+        stratified_seed: Some(7),
+    }
+}
+
+fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// max |a − b| / max |b|.
+fn relative_error(a: &[f64], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn gpu_forward_and_gradients_match_the_reference() {
+    let config = small_config();
+    let params = random_params(&config, 1);
+    let ctx = context();
+    let mut field = GpuField::new(ctx, config.clone(), &params).unwrap();
+    let cams = cameras();
+    let s = settings();
+    let got = field.render(&cams, W, H, &s).unwrap();
+
+    let p64 = to_f64(&params);
+    let reference = ReferenceField::new(&config, &p64);
+    let want: Vec<RayOutput> = rays(&cams)
+        .iter()
+        .enumerate()
+        .map(|(i, r)| render_ray(&reference, r, &s, None, i as u32))
+        .collect();
+    let flat = |f: &dyn Fn(&RayOutput) -> [f64; 5]| want.iter().flat_map(f).collect::<Vec<f64>>();
+    let want_flat = flat(&|o| [o.rgb[0], o.rgb[1], o.rgb[2], o.opacity, o.depth]);
+    let got_flat: Vec<f64> = got
+        .color
+        .iter()
+        .zip(&got.depth)
+        .flat_map(|(c, d)| [c[0], c[1], c[2], c[3], *d].map(f64::from))
+        .collect();
+    let opacity: Vec<f64> = want.iter().map(|o| o.opacity).collect();
+    assert!(
+        opacity.iter().any(|&o| o > 0.5) && opacity.iter().any(|&o| o < 0.5),
+        "a mixed scene"
+    );
+    let err = relative_error(&got_flat, &want_flat);
+    eprintln!("forward: relative error {err:.2e}");
+    assert!(err < 1e-4, "forward relative error {err}");
+
+    // Gradients of Σ g·(rgb, opacity) for random g.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let grad_color: Vec<[f32; 4]> = (0..got.color.len())
+        .map(|_| std::array::from_fn(|_| rng.random_range(-1.0..1.0)))
+        .collect();
+    field.reset_optimizer();
+    field.backward(&grad_color).unwrap();
+    let got_grads = to_f64(&field.grads().unwrap());
+    let mut want_grads = vec![0.0; p64.len()];
+    for (i, (r, out)) in rays(&cams).iter().zip(&want).enumerate() {
+        let g = grad_color[i].map(f64::from);
+        backward_ray(
+            &reference,
+            r,
+            &s,
+            None,
+            i as u32,
+            out,
+            [g[0], g[1], g[2]],
+            g[3],
+            &mut want_grads,
+        );
+    }
+    let err = relative_error(&got_grads, &want_grads);
+    eprintln!("gradients: relative error {err:.2e}");
+    assert!(err < 1e-3, "gradient relative error {err}");
+}
+
+#[test]
+fn reference_gradients_match_finite_differences() {
+    let config = small_config();
+    let params = to_f64(&random_params(&config, 3));
+    let cams = cameras();
+    // No early termination: it makes the rendered value a step function of the parameters.
+    let s = RenderSettings {
+        early_stop: 0.0,
+        ..settings()
+    };
+    let all_rays = rays(&cams);
+    let picked: Vec<(u32, Ray)> = all_rays
+        .iter()
+        .enumerate()
+        .step_by(7)
+        .map(|(i, r)| (i as u32, *r))
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let g: Vec<[f64; 4]> = picked
+        .iter()
+        .map(|_| std::array::from_fn(|_| rng.random_range(-1.0..1.0)))
+        .collect();
+    let loss = |p: &[f64]| -> f64 {
+        let field = ReferenceField::new(&config, p);
+        picked
+            .iter()
+            .zip(&g)
+            .map(|((i, r), g)| {
+                let o = render_ray(&field, r, &s, None, *i);
+                g[0] * o.rgb[0] + g[1] * o.rgb[1] + g[2] * o.rgb[2] + g[3] * o.opacity
+            })
+            .sum()
+    };
+    let field = ReferenceField::new(&config, &params);
+    let mut grads = vec![0.0; params.len()];
+    for ((i, r), g) in picked.iter().zip(&g) {
+        let out = render_ray(&field, r, &s, None, *i);
+        backward_ray(
+            &field,
+            r,
+            &s,
+            None,
+            *i,
+            &out,
+            [g[0], g[1], g[2]],
+            g[3],
+            &mut grads,
+        );
+    }
+    // The largest grid gradients, and random MLP weights.
+    let layout = config.layout();
+    let mut order: Vec<usize> = (0..layout.grid_params() as usize).collect();
+    order.sort_by(|a, b| grads[*b].abs().total_cmp(&grads[*a].abs()));
+    let mut check: Vec<usize> = order[..12].to_vec();
+    check.extend((0..12).map(|_| rng.random_range(layout.grid_params() as usize..params.len())));
+    let eps = 1e-6;
+    for i in check {
+        let mut p = params.clone();
+        p[i] += eps;
+        let up = loss(&p);
+        p[i] -= 2.0 * eps;
+        let down = loss(&p);
+        let fd = (up - down) / (2.0 * eps);
+        let tol = 1e-6 + 1e-5 * fd.abs().max(grads[i].abs());
+        assert!(
+            (fd - grads[i]).abs() < tol,
+            "param {i}: analytic {} vs finite difference {fd}",
+            grads[i]
+        );
+    }
+}
+
+#[test]
+fn occupancy_skipping_matches_the_reference() {
+    let config = small_config();
+    let params = random_params(&config, 5);
+    let mut field = GpuField::new(context(), config.clone(), &params).unwrap();
+    field.update_occupancy(11, 48, 0.95, 0.01).unwrap();
+    let grid: OccupancyGrid = field.occupancy.clone();
+    let fraction = grid.occupied_fraction();
+    assert!(
+        fraction > 0.0 && fraction < 1.0,
+        "occupied fraction {fraction}"
+    );
+    let cams = cameras();
+    let s = settings();
+    let got = field.render(&cams, W, H, &s).unwrap();
+    let p64 = to_f64(&params);
+    let reference = ReferenceField::new(&config, &p64);
+    let want: Vec<f64> = rays(&cams)
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            let o = render_ray(&reference, r, &s, Some(&grid), i as u32);
+            [o.rgb[0], o.rgb[1], o.rgb[2], o.opacity]
+        })
+        .collect();
+    let got: Vec<f64> = got.color.iter().flat_map(|c| c.map(f64::from)).collect();
+    let err = relative_error(&got, &want);
+    assert!(err < 1e-4, "relative error {err} with occupancy skipping");
+}
+
+#[test]
+fn adam_step_follows_the_adamw_formula() {
+    let config = small_config();
+    let params = random_params(&config, 6);
+    let mut field = GpuField::new(context(), config.clone(), &params).unwrap();
+    let cams = cameras();
+    let s = settings();
+    let adam = AdamConfig::default();
+    let mut m = vec![0f64; params.len()];
+    let mut v = vec![0f64; params.len()];
+    let mut want = to_f64(&params);
+    for step in 1..=2 {
+        let out = field.render(&cams, W, H, &s).unwrap();
+        let g: Vec<[f32; 4]> = out
+            .color
+            .iter()
+            .map(|c| [c[0] - 0.5, c[1], -c[2], c[3]])
+            .collect();
+        field.backward(&g).unwrap();
+        let grads = to_f64(&field.grads().unwrap());
+        field.adam_step(&adam).unwrap();
+        for i in 0..want.len() {
+            let lr = if (i as u32) < field.layout.grid_params() {
+                adam.lr_grid
+            } else {
+                adam.lr_mlp
+            };
+            let [b1, b2] = adam.betas;
+            m[i] = b1 * m[i] + (1.0 - b1) * grads[i];
+            v[i] = b2 * v[i] + (1.0 - b2) * grads[i] * grads[i];
+            want[i] *= 1.0 - lr * adam.weight_decay;
+            let m_hat = m[i] / (1.0 - b1.powi(step));
+            let v_hat = v[i] / (1.0 - b2.powi(step));
+            want[i] -= lr * m_hat / (v_hat.sqrt() + adam.eps);
+        }
+        assert!(
+            field.grads().unwrap().iter().all(|&g| g == 0.0),
+            "the step clears the gradients"
+        );
+        let got = to_f64(&field.params().unwrap());
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f64, |e, (a, b)| e.max((a - b).abs()));
+        assert!(err < 1e-5, "step {step}: parameters differ by {err}");
+    }
+}
