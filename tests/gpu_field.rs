@@ -38,9 +38,15 @@ fn random_params(config: &FieldConfig, seed: u64) -> Vec<f32> {
 }
 
 fn context() -> Arc<GpuContext> {
+    context_with_atomics(true)
+}
+
+/// With `float_atomics` false the kernels use their compare-exchange fallback.
+fn context_with_atomics(float_atomics: bool) -> Arc<GpuContext> {
     let mut ctx =
         GpuContext::new().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)");
     ctx.poison_buffers = true;
+    ctx.float_atomics &= float_atomics;
     eprintln!("adapter: {}", ctx.describe());
     Arc::new(ctx)
 }
@@ -139,6 +145,14 @@ fn gpu_forward_and_gradients_match_the_reference() {
     let err = relative_error(&got_grads, &want_grads);
     eprintln!("gradients: relative error {err:.2e}");
     assert!(err < 1e-3, "gradient relative error {err}");
+
+    // The compare-exchange fallback for devices without f32 atomics gives the same gradients.
+    let mut emulated = GpuField::new(context_with_atomics(false), config.clone(), &params).unwrap();
+    emulated.render(&cams, W, H, &s).unwrap();
+    emulated.backward(&grad_color).unwrap();
+    let err = relative_error(&to_f64(&emulated.grads().unwrap()), &want_grads);
+    eprintln!("gradients with emulated atomics: relative error {err:.2e}");
+    assert!(err < 1e-3, "emulated-atomics gradient relative error {err}");
 }
 
 #[test]
