@@ -304,3 +304,28 @@ fn adam_step_follows_the_adamw_formula() {
         assert!(err < 1e-5, "step {step}: parameters differ by {err}");
     }
 }
+
+#[test]
+fn checkpoints_restore_parameters_optimizer_state_and_occupancy() {
+    let config = small_config();
+    let ctx = context();
+    let mut field = GpuField::new(ctx.clone(), config.clone(), &random_params(&config, 8)).unwrap();
+    field.update_occupancy(1, 48, 0.95, 0.01).unwrap();
+    let cams = cameras();
+    let out = field.render(&cams, W, H, &settings()).unwrap();
+    field
+        .backward(&vec![[0.1, -0.2, 0.3, 0.05]; out.color.len()])
+        .unwrap();
+    field.adam_step(&AdamConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("field.safetensors");
+    field.save(&path).unwrap();
+    let mut back = GpuField::load(ctx, &path).unwrap();
+    assert_eq!(back.step, 1);
+    assert_eq!(back.params().unwrap(), field.params().unwrap());
+    assert_eq!(back.moments().unwrap(), field.moments().unwrap());
+    assert_eq!(back.occupancy, field.occupancy);
+    let a = field.render(&cams, W, H, &settings()).unwrap();
+    let b = back.render(&cams, W, H, &settings()).unwrap();
+    assert_eq!(a.color, b.color);
+}

@@ -254,8 +254,8 @@ pub fn render_ray(
         let s = field.eval(p);
         let alpha = 1.0 - (-s.sigma * delta).exp();
         let w = t_acc * alpha;
-        for c in 0..3 {
-            rgb[c] += w * s.rgb[c];
+        for (acc, c) in rgb.iter_mut().zip(s.rgb) {
+            *acc += w * c;
         }
         depth += w * t;
         t_acc *= 1.0 - alpha;

@@ -498,3 +498,89 @@ impl GpuField {
         Ok(())
     }
 }
+
+/// Identifies field checkpoints among safetensors files.
+const CHECKPOINT_FORMAT: &str = "dream3d-field";
+
+/// What a field checkpoint records besides its tensors.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CheckpointMeta {
+    format: String,
+    config: FieldConfig,
+    step: u64,
+    use_occupancy: bool,
+}
+
+impl GpuField {
+    /// Writes parameters, AdamW state and occupancy grid atomically to one safetensors file.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        use candle_core::{Device, Tensor};
+        let (m, v) = self.moments()?;
+        let n = self.layout.len as usize;
+        let vector = |data: Vec<f32>, len: usize| Tensor::from_vec(data, len, &Device::Cpu);
+        let cells = self.occupancy.values.len();
+        let tensors = [
+            ("params", vector(self.params()?, n)?),
+            ("adam_m", vector(m, n)?),
+            ("adam_v", vector(v, n)?),
+            (
+                "occupancy_values",
+                vector(self.occupancy.values.clone(), cells)?,
+            ),
+            (
+                "occupancy_bits",
+                Tensor::from_vec(self.occupancy.bits.clone(), cells, &Device::Cpu)?,
+            ),
+        ];
+        let meta = CheckpointMeta {
+            format: CHECKPOINT_FORMAT.into(),
+            config: self.config.clone(),
+            step: self.step,
+            use_occupancy: self.use_occupancy,
+        };
+        let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, t)| (*k, t)).collect();
+        crate::weights::save_atomic(
+            path,
+            &named,
+            std::collections::HashMap::from([(
+                "dream3d".to_string(),
+                serde_json::to_string(&meta).expect("metadata serialises"),
+            )]),
+        )
+    }
+
+    /// A field as [`GpuField::save`] left it, optimiser state and occupancy grid included.
+    pub fn load(ctx: Arc<GpuContext>, path: &std::path::Path) -> Result<Self> {
+        let mut file = crate::weights::TensorFile::read(path, &candle_core::Device::Cpu)?;
+        let meta: CheckpointMeta = file
+            .metadata
+            .get("dream3d")
+            .and_then(|m| serde_json::from_str(m).ok())
+            .filter(|m: &CheckpointMeta| m.format == CHECKPOINT_FORMAT)
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "{}: not a dream3d field checkpoint",
+                    path.display()
+                ))
+            })?;
+        let n = meta.config.layout().len as usize;
+        let cells = OCCUPANCY_RESOLUTION.pow(3) as usize;
+        let mut take = |name: &str, len: usize| file.take(name, Some(&[len]));
+        let params = take("params", n)?.to_vec1::<f32>()?;
+        let m = take("adam_m", n)?.to_vec1::<f32>()?;
+        let v = take("adam_v", n)?.to_vec1::<f32>()?;
+        let values = take("occupancy_values", cells)?.to_vec1::<f32>()?;
+        let bits = take("occupancy_bits", cells)?.to_vec1::<u32>()?;
+        let mut field = Self::new(ctx, meta.config, &params)?;
+        field.set_moments(&m, &v);
+        field.step = meta.step;
+        field.occupancy = OccupancyGrid { values, bits };
+        field.ctx.queue.write_buffer(
+            &field.occupancy_bits,
+            0,
+            bytemuck::cast_slice(&field.occupancy.bits),
+        );
+        field.use_occupancy = meta.use_occupancy;
+        Ok(field)
+    }
+}
