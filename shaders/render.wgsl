@@ -35,6 +35,14 @@ fn pixel_ray(ray: u32) -> Ray {
     return camera_ray(cameras[view], pixel % frame.width, pixel / frame.width);
 }
 
+// The colour behind the field along `dir`.
+fn background(dir: vec3<f32>) -> vec3<f32> {
+    if NEURAL_BACKGROUND {
+        return background_activations(dir).rgb;
+    }
+    return frame.background.xyz;
+}
+
 // A sample the renderer uses, or none (empty cell) — the same decision in both passes.
 fn skipped(p: vec3<f32>) -> bool {
     return frame.use_occupancy != 0u && occupancy[occupancy_cell(p)] == 0u;
@@ -76,7 +84,7 @@ fn render(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             }
         }
     }
-    color[id] = vec4<f32>(rgb + transmittance * frame.background.xyz, 1.0 - transmittance);
+    color[id] = vec4<f32>(rgb + transmittance * background(ray.dir), 1.0 - transmittance);
     depth[id] = distance;
     sample_counts[id] = count;
 }
@@ -95,7 +103,7 @@ fn ray_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     var slot = sample_counts[id];
     let out = color[id];
     let g = grad_color[id];
-    let bg = frame.background.xyz;
+    let bg = background(ray.dir);
     let t_final = 1.0 - out.w;
     // Foreground colour Σ wᵢcᵢ, and the part of dL/dσ shared by every sample.
     let foreground = out.xyz - t_final * bg;

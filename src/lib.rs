@@ -11,6 +11,7 @@ pub mod fit;
 pub mod gpu;
 pub mod imaging;
 pub mod models;
+pub mod mvdream;
 pub mod nn;
 pub mod optim;
 pub mod prompt;

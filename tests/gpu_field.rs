@@ -4,7 +4,7 @@
 
 use dream3d::camera::{Camera, Ray};
 use dream3d::field::reference::{backward_ray, render_ray, RayOutput, ReferenceField};
-use dream3d::field::{FieldConfig, OccupancyGrid, RenderSettings};
+use dream3d::field::{Background, FieldConfig, OccupancyGrid, RenderSettings};
 use dream3d::gpu::{AdamConfig, GpuContext, GpuField};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -87,7 +87,18 @@ fn relative_error(a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn gpu_forward_and_gradients_match_the_reference() {
-    let config = small_config();
+    check_against_reference(small_config());
+}
+
+#[test]
+fn gpu_neural_background_matches_the_reference() {
+    check_against_reference(FieldConfig {
+        background: Background::neural(),
+        ..small_config()
+    });
+}
+
+fn check_against_reference(config: FieldConfig) {
     let params = random_params(&config, 1);
     let ctx = context();
     let mut field = GpuField::new(ctx, config.clone(), &params).unwrap();
@@ -157,7 +168,10 @@ fn gpu_forward_and_gradients_match_the_reference() {
 
 #[test]
 fn reference_gradients_match_finite_differences() {
-    let config = small_config();
+    let config = FieldConfig {
+        background: Background::neural(),
+        ..small_config()
+    };
     let params = to_f64(&random_params(&config, 3));
     let cams = cameras();
     // No early termination: it makes the rendered value a step function of the parameters.
@@ -209,7 +223,10 @@ fn reference_gradients_match_finite_differences() {
     let mut order: Vec<usize> = (0..layout.grid_params() as usize).collect();
     order.sort_by(|a, b| grads[*b].abs().total_cmp(&grads[*a].abs()));
     let mut check: Vec<usize> = order[..12].to_vec();
-    check.extend((0..12).map(|_| rng.random_range(layout.grid_params() as usize..params.len())));
+    let mlps = layout.grid_params() as usize..layout.background_w1 as usize;
+    check.extend((0..12).map(|_| rng.random_range(mlps.clone())));
+    let background = layout.background_w1 as usize..params.len();
+    check.extend((0..8).map(|_| rng.random_range(background.clone())));
     let eps = 1e-6;
     for i in check {
         let mut p = params.clone();

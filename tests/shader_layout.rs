@@ -1,7 +1,7 @@
 //! The WGSL kernels parse and validate (no device needed), and the Rust structs that fill their
 //! uniform and storage buffers have exactly the layout naga computes for the WGSL structs.
 
-use dream3d::field::FieldConfig;
+use dream3d::field::{Background, FieldConfig};
 use dream3d::gpu::field::{
     AdamUniform, CameraUniform, FrameUniform, OccupancyUniform, WorkUniform,
 };
@@ -65,11 +65,18 @@ fn kernels_validate_with_and_without_float_atomics() {
             FieldConfig {
                 levels: 3,
                 hidden: 8,
+                background: Background::neural(),
                 ..FieldConfig::default()
             },
         ] {
             let s = Sources::new(&config, atomics);
-            for source in [&s.render, &s.field_backward, &s.adam, &s.occupancy] {
+            for source in [
+                &s.render,
+                &s.field_backward,
+                &s.adam,
+                &s.occupancy,
+                &s.background_backward,
+            ] {
                 module(source);
             }
         }

@@ -46,6 +46,27 @@ impl Default for FieldConfig {
 pub enum Background {
     /// A fixed colour (no parameters).
     Solid([f32; 3]),
+    /// threestudio's neural environment map: the view direction's spherical harmonics (degree
+    /// 3, 9 terms) through a 9 → hidden → hidden → 3 MLP (ReLU, no biases), sigmoid.
+    Neural { hidden: u32 },
+}
+
+/// Spherical-harmonic terms the neural background sees (bands 0–2).
+pub const BACKGROUND_SH: u32 = 9;
+
+impl Background {
+    /// threestudio's `neural-environment-map-background` defaults.
+    pub fn neural() -> Self {
+        Self::Neural { hidden: 16 }
+    }
+
+    /// Hidden width of the background MLP (0 for a solid colour).
+    pub fn hidden(&self) -> u32 {
+        match self {
+            Self::Solid(_) => 0,
+            Self::Neural { hidden } => *hidden,
+        }
+    }
 }
 
 /// One level of the hash grid.
@@ -73,6 +94,10 @@ pub struct ParamLayout {
     /// hidden × features albedo weights, then 3 × hidden output weights.
     pub albedo_w1: u32,
     pub albedo_w2: u32,
+    /// Background MLP: bg_hidden × 9, bg_hidden × bg_hidden, 3 × bg_hidden (empty when solid).
+    pub background_w1: u32,
+    pub background_w2: u32,
+    pub background_w3: u32,
     /// Parameters in all.
     pub len: u32,
 }
@@ -110,6 +135,10 @@ impl FieldConfig {
         let density_w2 = density_w1 + hidden * enc;
         let albedo_w1 = density_w2 + hidden;
         let albedo_w2 = albedo_w1 + hidden * enc;
+        let bg = self.background.hidden();
+        let background_w1 = albedo_w2 + 3 * hidden;
+        let background_w2 = background_w1 + bg * BACKGROUND_SH;
+        let background_w3 = background_w2 + bg * bg;
         ParamLayout {
             levels,
             grid_entries: offset,
@@ -117,7 +146,10 @@ impl FieldConfig {
             density_w2,
             albedo_w1,
             albedo_w2,
-            len: albedo_w2 + 3 * hidden,
+            background_w1,
+            background_w2,
+            background_w3,
+            len: background_w3 + 3 * bg,
         }
     }
 
@@ -128,6 +160,9 @@ impl FieldConfig {
         }
         if !(10..=24).contains(&self.log2_table_size) {
             return bad("log2_table_size must be within 10..=24");
+        }
+        if self.background == (Background::Neural { hidden: 0 }) {
+            return bad("the neural background needs a hidden width of at least 1");
         }
         if self.radius <= 0.0 || self.per_level_scale < 1.0 || self.base_resolution < 2 {
             return bad("radius > 0, per_level_scale ≥ 1 and base_resolution ≥ 2 are required");
@@ -143,17 +178,20 @@ impl FieldConfig {
         use rand::{Rng, SeedableRng};
         let layout = self.layout();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let hidden_bound = 1.0 / (self.hidden as f32).sqrt();
-        let input_bound = 1.0 / (self.encoding_width() as f32).sqrt();
+        let fan_in_bound = |n: u32| 1.0 / (n as f32).sqrt();
+        let l = &layout;
         (0..layout.len)
             .map(|i| {
-                let bound = if i < layout.density_w1 {
+                let bound = if i < l.density_w1 {
                     1e-4
-                } else if i < layout.density_w2 || (layout.albedo_w1..layout.albedo_w2).contains(&i)
-                {
-                    input_bound
+                } else if i < l.density_w2 || (l.albedo_w1..l.albedo_w2).contains(&i) {
+                    fan_in_bound(self.encoding_width())
+                } else if i < l.background_w1 {
+                    fan_in_bound(self.hidden)
+                } else if i < l.background_w2 {
+                    fan_in_bound(BACKGROUND_SH)
                 } else {
-                    hidden_bound
+                    fan_in_bound(self.background.hidden())
                 };
                 rng.random_range(-bound..bound)
             })

@@ -200,11 +200,90 @@ impl<'a> ReferenceField<'a> {
         }
     }
 
-    pub fn background(&self, _ray: &Ray) -> [f64; 3] {
+    /// Matrix (rows × cols at `offset`) times `x`, then ReLU.
+    fn relu_layer(&self, offset: u32, rows: usize, x: &[f64]) -> Vec<f64> {
+        (0..rows)
+            .map(|j| {
+                let row = &self.params[offset as usize + j * x.len()..][..x.len()];
+                row.iter().zip(x).map(|(w, v)| w * v).sum::<f64>().max(0.0)
+            })
+            .collect()
+    }
+
+    /// The neural background's activations along `ray`: (SH terms, hidden 1, hidden 2, rgb).
+    fn background_activations(&self, ray: &Ray, n: usize) -> BackgroundActivations {
+        let l = &self.layout;
+        let sh = sh9(ray.dir).to_vec();
+        let h1 = self.relu_layer(l.background_w1, n, &sh);
+        let h2 = self.relu_layer(l.background_w2, n, &h1);
+        let rgb = std::array::from_fn(|c| {
+            let row = &self.params[l.background_w3 as usize + c * n..][..n];
+            sigmoid(row.iter().zip(&h2).map(|(w, h)| w * h).sum())
+        });
+        BackgroundActivations { sh, h1, h2, rgb }
+    }
+
+    pub fn background(&self, ray: &Ray) -> [f64; 3] {
         match self.config.background {
             Background::Solid(c) => c.map(f64::from),
+            Background::Neural { hidden } => self.background_activations(ray, hidden as usize).rgb,
         }
     }
+
+    /// Adds the gradient of `g·background(ray)` to `grads` (nothing for a solid colour).
+    pub fn background_backward(&self, ray: &Ray, g: [f64; 3], grads: &mut [f64]) {
+        let Background::Neural { hidden } = self.config.background else {
+            return;
+        };
+        let n = hidden as usize;
+        let l = &self.layout;
+        let a = self.background_activations(ray, n);
+        let g_out: [f64; 3] = std::array::from_fn(|c| g[c] * a.rgb[c] * (1.0 - a.rgb[c]));
+        let mut g_h2 = vec![0.0; n];
+        for (c, go) in g_out.iter().enumerate() {
+            for (j, (g, h)) in g_h2.iter_mut().zip(&a.h2).enumerate() {
+                let w = l.background_w3 as usize + c * n + j;
+                grads[w] += go * h;
+                *g += go * self.params[w];
+            }
+        }
+        let mut g_h1 = vec![0.0; n];
+        for j in (0..n).filter(|&j| a.h2[j] > 0.0) {
+            for (k, (g, h)) in g_h1.iter_mut().zip(&a.h1).enumerate() {
+                let w = l.background_w2 as usize + j * n + k;
+                grads[w] += g_h2[j] * h;
+                *g += g_h2[j] * self.params[w];
+            }
+        }
+        for k in (0..n).filter(|&k| a.h1[k] > 0.0) {
+            for (i, s) in a.sh.iter().enumerate() {
+                grads[l.background_w1 as usize + k * a.sh.len() + i] += g_h1[k] * s;
+            }
+        }
+    }
+}
+
+struct BackgroundActivations {
+    sh: Vec<f64>,
+    h1: Vec<f64>,
+    h2: Vec<f64>,
+    rgb: [f64; 3],
+}
+
+/// Real spherical harmonics of bands 0–2 of a unit direction (tiny-cuda-nn's basis).
+pub fn sh9(d: [f64; 3]) -> [f64; 9] {
+    let [x, y, z] = d;
+    [
+        0.282_094_791_773_878_14,
+        -0.488_602_511_902_919_9 * y,
+        0.488_602_511_902_919_9 * z,
+        -0.488_602_511_902_919_9 * x,
+        1.092_548_430_592_079_2 * x * y,
+        -1.092_548_430_592_079_2 * y * z,
+        0.946_174_695_757_559_9 * z * z - 0.315_391_565_252_52,
+        -1.092_548_430_592_079_2 * x * z,
+        0.546_274_215_296_039_6 * (x * x - y * y),
+    ]
 }
 
 /// What one ray renders to.
@@ -312,4 +391,5 @@ pub fn backward_ray(
             break;
         }
     }
+    field.background_backward(ray, g_rgb.map(|g| g * t_final), grads);
 }

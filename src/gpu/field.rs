@@ -116,6 +116,8 @@ struct Pipelines {
     field_backward: wgpu::ComputePipeline,
     adam: wgpu::ComputePipeline,
     occupancy: wgpu::ComputePipeline,
+    /// Only for a neural background.
+    background_backward: Option<wgpu::ComputePipeline>,
 }
 
 /// The last render, kept for its backward pass.
@@ -176,6 +178,16 @@ impl GpuField {
             ),
             adam: pipeline(&ctx, "adam", &sources.adam, "adam"),
             occupancy: pipeline(&ctx, "occupancy", &sources.occupancy, "occupancy_values"),
+            background_backward: matches!(config.background, Background::Neural { .. }).then(
+                || {
+                    pipeline(
+                        &ctx,
+                        "background_backward",
+                        &sources.background_backward,
+                        "background_backward",
+                    )
+                },
+            ),
         };
         let level_data: Vec<[u32; 4]> = layout
             .levels
@@ -248,6 +260,7 @@ impl GpuField {
     fn background(&self) -> [f32; 4] {
         match self.config.background {
             Background::Solid([r, g, b]) => [r, g, b, 0.0],
+            Background::Neural { .. } => [0.0; 4],
         }
     }
 
@@ -335,6 +348,31 @@ impl GpuField {
                 grad_color.len()
             )));
         }
+        let ctx = &self.ctx;
+        let frame_buffer = uniform(ctx, "frame", &last.frame);
+        let grad_buffer = storage_with(ctx, "grad color", grad_color);
+        if let Some(background) = &self.pipelines.background_backward {
+            let group = bind(
+                ctx,
+                background,
+                &[
+                    (0, &frame_buffer),
+                    (1, &last.cameras),
+                    (2, &self.params),
+                    (3, &last.color),
+                    (4, &self.grads),
+                    (5, &grad_buffer),
+                ],
+            );
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            dispatch(
+                &mut encoder,
+                background,
+                &group,
+                dispatch_size((rays as u32).div_ceil(256)),
+            );
+            ctx.queue.submit([encoder.finish()]);
+        }
         // Where each ray's samples go: the exclusive prefix sum of the forward counts.
         let mut offsets = Vec::with_capacity(rays);
         let mut total = 0u64;
@@ -343,7 +381,7 @@ impl GpuField {
             total += c as u64;
         }
         if total == 0 {
-            return Ok(());
+            return ctx.wait();
         }
         if total * SAMPLE_GRAD_BYTES > self.ctx.max_binding {
             return Err(Error::Gpu(format!(
@@ -352,10 +390,7 @@ impl GpuField {
                 self.ctx.max_binding
             )));
         }
-        let ctx = &self.ctx;
-        let frame_buffer = uniform(ctx, "frame", &last.frame);
         let offsets = storage_with(ctx, "sample offsets", &offsets);
-        let grad_buffer = storage_with(ctx, "grad color", grad_color);
         let sample_grads = storage(ctx, "sample grads", total * SAMPLE_GRAD_BYTES);
         let rays_group = bind(
             ctx,

@@ -2,7 +2,7 @@
 //! the field's configuration (WGSL has no includes and array sizes must be constants).
 
 use crate::field::march::OCCUPANCY_RESOLUTION;
-use crate::field::{FieldConfig, ParamLayout};
+use crate::field::{Background, FieldConfig, ParamLayout};
 
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 pub const FIELD_EVAL: &str = include_str!("../../shaders/field_eval.wgsl");
@@ -10,6 +10,8 @@ pub const RENDER: &str = include_str!("../../shaders/render.wgsl");
 pub const FIELD_BACKWARD: &str = include_str!("../../shaders/field_backward.wgsl");
 pub const ADAM: &str = include_str!("../../shaders/adam.wgsl");
 pub const OCCUPANCY: &str = include_str!("../../shaders/occupancy.wgsl");
+pub const BACKGROUND: &str = include_str!("../../shaders/background.wgsl");
+pub const BACKGROUND_BACKWARD: &str = include_str!("../../shaders/background_backward.wgsl");
 
 /// `const` declarations describing the field.
 pub fn prelude(config: &FieldConfig, layout: &ParamLayout) -> String {
@@ -25,6 +27,14 @@ pub fn prelude(config: &FieldConfig, layout: &ParamLayout) -> String {
         u("ALBEDO_W1", layout.albedo_w1),
         u("ALBEDO_W2", layout.albedo_w2),
         u("OCC_RES", OCCUPANCY_RESOLUTION),
+        u("BG_HIDDEN", config.background.hidden().max(1)),
+        u("BG_W1", layout.background_w1),
+        u("BG_W2", layout.background_w2),
+        u("BG_W3", layout.background_w3),
+        format!(
+            "const NEURAL_BACKGROUND: bool = {};\n",
+            matches!(config.background, Background::Neural { .. })
+        ),
         f("RADIUS", config.radius),
         f("BLOB_SCALE", config.blob_scale),
         f("BLOB_STD", config.blob_std),
@@ -57,13 +67,14 @@ pub struct Sources {
     pub field_backward: String,
     pub adam: String,
     pub occupancy: String,
+    pub background_backward: String,
 }
 
 impl Sources {
     pub fn new(config: &FieldConfig, float_atomics: bool) -> Self {
         let head = prelude(config, &config.layout()) + COMMON;
         Self {
-            render: [head.as_str(), FIELD_EVAL, RENDER].concat(),
+            render: [head.as_str(), FIELD_EVAL, BACKGROUND, RENDER].concat(),
             field_backward: [
                 head.as_str(),
                 grad_accumulator(float_atomics),
@@ -72,6 +83,13 @@ impl Sources {
             .concat(),
             adam: ADAM.to_string(),
             occupancy: [head.as_str(), FIELD_EVAL, OCCUPANCY].concat(),
+            background_backward: [
+                head.as_str(),
+                grad_accumulator(float_atomics),
+                BACKGROUND,
+                BACKGROUND_BACKWARD,
+            ]
+            .concat(),
         }
     }
 }

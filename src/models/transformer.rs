@@ -66,8 +66,19 @@ impl BasicTransformerBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
-        let x = (x + self.attn1.forward(&self.norm1.forward(x)?, None, None)?)?;
+    /// `x`: (objects·frames) × L × C. Self-attention runs jointly over the `frames` views of
+    /// each object (MVDream; 1 = plain SD), cross-attention per view.
+    fn forward(&self, x: &Tensor, context: &Tensor, frames: usize) -> CResult<Tensor> {
+        let (bf, l, c) = x.dims3()?;
+        let joint = self
+            .norm1
+            .forward(x)?
+            .reshape((bf / frames, frames * l, c))?;
+        let attended = self
+            .attn1
+            .forward(&joint, None, None)?
+            .reshape((bf, l, c))?;
+        let x = (x + attended)?;
         let x = (&x
             + self
                 .attn2
@@ -111,7 +122,8 @@ impl Transformer2D {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
+    /// `x`: B × C × H × W with B = objects · `frames`, object-major.
+    pub fn forward(&self, x: &Tensor, context: &Tensor, frames: usize) -> CResult<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let to_tokens = |t: &Tensor| t.permute((0, 2, 3, 1))?.reshape((b, h * w, c));
         let to_map = |t: &Tensor| t.reshape((b, h, w, c))?.permute((0, 3, 1, 2));
@@ -121,7 +133,7 @@ impl Transformer2D {
             Projection::Conv(conv) => to_tokens(&conv.forward(&normed)?)?,
         };
         for block in &self.blocks {
-            tokens = block.forward(&tokens, context)?;
+            tokens = block.forward(&tokens, context, frames)?;
         }
         let out = match &self.proj_out {
             Projection::Linear(l) => to_map(&l.forward(&tokens)?)?,

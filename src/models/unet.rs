@@ -51,6 +51,9 @@ pub struct UNetConfig {
     pub mid_block_scale_factor: f64,
     #[serde(default)]
     pub sample_size: Option<usize>,
+    /// MVDream: width of the camera conditioning added to the time embedding.
+    #[serde(default)]
+    pub camera_dim: Option<usize>,
     #[serde(default = "default_positional")]
     time_embedding_type: String,
     #[serde(default)]
@@ -320,6 +323,8 @@ pub struct UNet2DConditionModel {
     conv_in: Conv2d,
     time_linear_1: Linear,
     time_linear_2: Linear,
+    /// MVDream's `camera_embed`: Linear, SiLU, Linear, added to the time embedding.
+    camera_embed: Option<(Linear, Linear)>,
     down: Vec<DownBlock>,
     mid_resnets: [ResnetBlock2D; 2],
     mid_attention: Transformer2D,
@@ -444,6 +449,13 @@ impl UNet2DConditionModel {
             conv_in: Conv2d::load(&s.at("conv_in"), c.in_channels, ch[0], 3, 1, 1)?,
             time_linear_1: Linear::load(&s.at("time_embedding.linear_1"), ch[0], temb, true)?,
             time_linear_2: Linear::load(&s.at("time_embedding.linear_2"), temb, temb, true)?,
+            camera_embed: match c.camera_dim {
+                Some(dim) => Some((
+                    Linear::load(&s.at("camera_embed.0"), dim, temb, true)?,
+                    Linear::load(&s.at("camera_embed.2"), temb, temb, true)?,
+                )),
+                None => None,
+            },
             down,
             mid_resnets,
             mid_attention,
@@ -508,7 +520,51 @@ impl UNet2DConditionModel {
         timesteps: &[f64],
         context: &Tensor,
     ) -> CResult<Tensor> {
-        let temb = self.time_embedding(timesteps, latents.dtype())?.silu()?;
+        self.forward_views(latents, timesteps, context, Views::default())
+    }
+
+    /// [`Self::forward`] with MVDream's multi-view conditioning.
+    pub fn forward_views(
+        &self,
+        latents: &Tensor,
+        timesteps: &[f64],
+        context: &Tensor,
+        views: Views,
+    ) -> CResult<Tensor> {
+        self.forward_traced(latents, timesteps, context, views, None)
+    }
+
+    /// The time (+ camera) embedding, before the SiLU the blocks apply.
+    pub fn embedding(&self, timesteps: &[f64], views: Views, dtype: DType) -> CResult<Tensor> {
+        let temb = self.time_embedding(timesteps, dtype)?;
+        match (&self.camera_embed, views.camera) {
+            (Some((l1, l2)), Some(camera)) => {
+                temb + l2.forward(&l1.forward(&camera.to_dtype(dtype)?)?.silu()?)?
+            }
+            (None, Some(_)) => candle_core::bail!(
+                "cameras given to a UNet without camera_embed (not an MVDream model)"
+            ),
+            _ => Ok(temb),
+        }
+    }
+
+    /// [`Self::forward_views`], recording every block's output in `trace` when given.
+    pub fn forward_traced(
+        &self,
+        latents: &Tensor,
+        timesteps: &[f64],
+        context: &Tensor,
+        views: Views,
+        mut trace: Option<&mut UNetTrace>,
+    ) -> CResult<Tensor> {
+        let frames = views.frames.max(1);
+        if latents.dim(0)? % frames != 0 {
+            candle_core::bail!(
+                "batch {} is not a whole number of {frames}-view objects",
+                latents.dim(0)?
+            );
+        }
+        let temb = self.embedding(timesteps, views, latents.dtype())?.silu()?;
         let temb = Some(&temb);
         let mut h = self.conv_in.forward(latents)?;
         let mut skips = vec![h.clone()];
@@ -516,7 +572,7 @@ impl UNet2DConditionModel {
             for (j, resnet) in block.resnets.iter().enumerate() {
                 h = resnet.forward(&h, temb)?;
                 if let Some(attn) = block.attentions.get(j) {
-                    h = attn.forward(&h, context)?;
+                    h = attn.forward(&h, context, frames)?;
                 }
                 skips.push(h.clone());
             }
@@ -525,23 +581,51 @@ impl UNet2DConditionModel {
                 skips.push(h.clone());
             }
         }
+        if let Some(t) = trace.as_deref_mut() {
+            t.input_blocks = skips.clone();
+        }
         h = self.mid_resnets[0].forward(&h, temb)?;
-        h = self.mid_attention.forward(&h, context)?;
+        h = self.mid_attention.forward(&h, context, frames)?;
         h = self.mid_resnets[1].forward(&h, temb)?;
+        if let Some(t) = trace.as_deref_mut() {
+            t.middle_block = Some(h.clone());
+        }
         for block in &self.up {
+            let last = block.resnets.len() - 1;
             for (j, resnet) in block.resnets.iter().enumerate() {
                 let skip = skips.pop().expect("one skip per up resnet");
                 h = resnet.forward(&Tensor::cat(&[&h, &skip], 1)?, temb)?;
                 if let Some(attn) = block.attentions.get(j) {
-                    h = attn.forward(&h, context)?;
+                    h = attn.forward(&h, context, frames)?;
                 }
-            }
-            if let Some(up) = &block.upsample {
-                // Match the next skip's size so odd latent sizes work as in diffusers.
-                let size = skips.last().map(Tensor::dims4).transpose()?;
-                h = up.forward(&h, size.map(|(_, _, h, w)| (h, w)))?;
+                if let (Some(up), true) = (&block.upsample, j == last) {
+                    // Match the next skip's size so odd latent sizes work as in diffusers.
+                    let size = skips.last().map(Tensor::dims4).transpose()?;
+                    h = up.forward(&h, size.map(|(_, _, h, w)| (h, w)))?;
+                }
+                if let Some(t) = trace.as_deref_mut() {
+                    t.output_blocks.push(h.clone());
+                }
             }
         }
         self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
     }
+}
+
+/// MVDream's conditioning beyond the text: the batch holds objects of `frames` views each
+/// (object-major), and `camera` gives each image's 16-number camera.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Views<'a> {
+    pub camera: Option<&'a Tensor>,
+    /// Views per object (0 or 1: plain 2D).
+    pub frames: usize,
+}
+
+/// Every block's output, in the original LDM numbering (`input_blocks.i`, `middle_block`,
+/// `output_blocks.i`): for parity tests against the reference implementation.
+#[derive(Debug, Default)]
+pub struct UNetTrace {
+    pub input_blocks: Vec<Tensor>,
+    pub middle_block: Option<Tensor>,
+    pub output_blocks: Vec<Tensor>,
 }

@@ -20,8 +20,33 @@ pub fn softmax_last_dim(x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
     FrozenOp::new("softmax", forward, backward).apply(x, &[])
 }
 
+/// Largest attention-score tensor materialised at once (elements); longer queries are processed
+/// in row chunks (MVDream's joint attention over 4 × 32² tokens would otherwise hold
+/// B·H·4096² scores).
+const MAX_SCORES: usize = 1 << 25;
+
 /// `softmax(q kᵀ / √d + mask) v` with `heads` heads; q: B × N × H·d, k, v: B × M × H·d.
 pub fn scaled_dot_product(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    mask: Option<&Tensor>,
+) -> CResult<Tensor> {
+    let (b, n, _) = q.dims3()?;
+    let m = k.dim(1)?;
+    let rows = (MAX_SCORES / (b * heads * m).max(1)).max(1);
+    if n <= rows || mask.is_some() {
+        return attend(q, k, v, heads, mask);
+    }
+    let chunks = (0..n)
+        .step_by(rows)
+        .map(|start| attend(&q.narrow(1, start, rows.min(n - start))?, k, v, heads, None))
+        .collect::<CResult<Vec<_>>>()?;
+    Tensor::cat(&chunks, 1)
+}
+
+fn attend(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,

@@ -1,6 +1,7 @@
 //! Finding and loading weights: the HF cache, diffusers folders, checkpoint files.
 
 pub mod hub;
+pub mod ldm_unet;
 mod model_files;
 mod store;
 pub mod tensor_file;
