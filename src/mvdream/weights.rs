@@ -8,8 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Prefix of the UNet's tensors in a whole `LatentDiffusionInterface` state dict.
-pub const UNET_PREFIX: &str = "model.diffusion_model.";
+use super::keys::UNET_PREFIX;
 
 /// Our names for the UNet tensors among `tensors` (LDM names, with or without the
 /// `model.diffusion_model.` prefix). Names the UNet does not know are kept unchanged, so that

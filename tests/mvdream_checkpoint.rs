@@ -1,0 +1,293 @@
+//! The official MVDream checkpoint layout: at full size every key of the real state dict is
+//! consumed by our networks with its shape and nothing is left over (names and shapes only, no
+//! weights allocated); and a tiny checkpoint written in that layout loads through the real
+//! code path and computes what the original tensors compute.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use dream3d::models::unet::Views;
+use dream3d::models::{
+    AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, VaeConfig,
+};
+use dream3d::mvdream::keys::Destination;
+use dream3d::mvdream::{MvUNetParams, MvdreamArchitecture, MvdreamModel};
+use dream3d::weights::Weights;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+fn requested(w: &Weights) -> BTreeMap<String, Vec<usize>> {
+    w.tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.dims().to_vec()))
+        .collect()
+}
+
+#[test]
+fn every_tensor_of_the_real_checkpoint_has_its_place() {
+    let arch = MvdreamArchitecture::default();
+    let shape = arch.checkpoint_shape();
+    let tsv = std::fs::read_to_string(fixture(
+        "mvdream_tiny/real_sd-v2.1-base-4view_state_dict_layout.tsv",
+    ))
+    .unwrap();
+    let mut mapped: [BTreeMap<String, Vec<usize>>; 3] = Default::default();
+    let mut rows = 0;
+    let mut unused = vec![];
+    for line in tsv.lines().filter(|l| !l.starts_with('#')) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let dims: Vec<usize> = serde_json::from_str(cols[1]).unwrap();
+        rows += 1;
+        match shape.destination(cols[0], &dims) {
+            Some(Destination::Tensor {
+                component,
+                name,
+                shape,
+            }) => {
+                mapped[component as usize].insert(name, shape.unwrap_or(dims));
+            }
+            Some(Destination::SplitRows { component, names }) => {
+                for n in names {
+                    let mut d = dims.clone();
+                    d[0] /= 3;
+                    mapped[component as usize].insert(n, d);
+                }
+            }
+            Some(Destination::Unused) => unused.push(cols[0].to_string()),
+            None => panic!("{} has no place in our networks", cols[0]),
+        }
+    }
+    assert_eq!(rows, 1244);
+    // The schedule buffers, the 24th text layer, the text projection and logit scale.
+    assert_eq!(unused.len(), 12 + 12 + 2, "{unused:?}");
+
+    let (unet_config, layout) = arch.unet.unet_config(Path::new("sd-v2-base.yaml")).unwrap();
+    let w = Weights::placeholder();
+    UNet2DConditionModel::load(unet_config, layout, &w).unwrap();
+    assert_eq!(requested(&w), mapped[0], "UNet");
+    let w = Weights::placeholder();
+    AutoencoderKL::load(arch.vae.clone(), &w).unwrap();
+    assert_eq!(requested(&w), mapped[1], "VAE");
+    let w = Weights::placeholder();
+    ClipTextModel::load(arch.text.clone(), Path::new("ViT-H-14"), &w).unwrap();
+    assert_eq!(requested(&w), mapped[2], "text encoder");
+}
+
+/// OpenCLIP's name for one of our text-encoder tensors (the inverse of the loader's map,
+/// written out independently); q, k and v are packed by the caller.
+fn openclip_name(ours: &str) -> String {
+    let ours = ours.strip_prefix("text_model.").unwrap_or(ours);
+    let fixed = [
+        (
+            "embeddings.token_embedding.weight",
+            "token_embedding.weight",
+        ),
+        (
+            "embeddings.position_embedding.weight",
+            "positional_embedding",
+        ),
+        ("final_layer_norm.weight", "ln_final.weight"),
+        ("final_layer_norm.bias", "ln_final.bias"),
+    ];
+    if let Some((_, theirs)) = fixed.iter().find(|(o, _)| *o == ours) {
+        return theirs.to_string();
+    }
+    let rest = ours.strip_prefix("encoder.layers.").unwrap();
+    let (i, sub) = rest.split_once('.').unwrap();
+    let sub = sub
+        .replace("self_attn.out_proj", "attn.out_proj")
+        .replace("layer_norm1", "ln_1")
+        .replace("layer_norm2", "ln_2")
+        .replace("mlp.fc1", "mlp.c_fc")
+        .replace("mlp.fc2", "mlp.c_proj");
+    format!("transformer.resblocks.{i}.{sub}")
+}
+
+/// LDM's name for one of our VAE tensors, for a VAE of `levels` levels.
+fn ldm_vae_name(ours: &str, levels: usize) -> String {
+    let mut name = ours
+        .replace("mid_block.resnets.0", "mid.block_1")
+        .replace("mid_block.resnets.1", "mid.block_2")
+        .replace("mid_block.attentions.0.group_norm", "mid.attn_1.norm")
+        .replace("mid_block.attentions.0.to_q", "mid.attn_1.q")
+        .replace("mid_block.attentions.0.to_k", "mid.attn_1.k")
+        .replace("mid_block.attentions.0.to_v", "mid.attn_1.v")
+        .replace("mid_block.attentions.0.to_out.0", "mid.attn_1.proj_out")
+        .replace("conv_norm_out", "norm_out")
+        .replace("conv_shortcut", "nin_shortcut")
+        .replace("downsamplers.0", "downsample")
+        .replace("upsamplers.0", "upsample")
+        .replace(".resnets.", ".block.")
+        .replace("encoder.down_blocks.", "encoder.down.");
+    if let Some(rest) = name.strip_prefix("decoder.up_blocks.") {
+        let (u, tail) = rest.split_once('.').unwrap();
+        name = format!(
+            "decoder.up.{}.{tail}",
+            levels - 1 - u.parse::<usize>().unwrap()
+        );
+    }
+    name
+}
+
+/// A tiny checkpoint in the official layout: MVDream's tiny UNet, sd_tiny's VAE and text
+/// encoder renamed to LDM / OpenCLIP names, plus one unused extra text layer, the schedule
+/// buffers, text projection and logit scale.
+fn write_tiny_checkpoint(path: &Path) {
+    let dev = Device::Cpu;
+    let mut out: HashMap<String, Tensor> = HashMap::new();
+    for (k, t) in
+        candle_core::safetensors::load(fixture("mvdream_tiny/weights.safetensors"), &dev).unwrap()
+    {
+        out.insert(format!("model.diffusion_model.{k}"), t);
+    }
+    let vae = candle_core::safetensors::load(
+        fixture("sd_tiny/vae/diffusion_pytorch_model.safetensors"),
+        &dev,
+    )
+    .unwrap();
+    for (k, t) in vae {
+        let k = k
+            .replace(".query.", ".to_q.")
+            .replace(".key.", ".to_k.")
+            .replace(".value.", ".to_v.")
+            .replace(".proj_attn.", ".to_out.0.");
+        // LDM's attention projections are 1×1 convolutions.
+        let t = if k.contains("attentions.0.to_") && t.rank() == 2 {
+            t.unsqueeze(2).unwrap().unsqueeze(3).unwrap()
+        } else {
+            t
+        };
+        out.insert(format!("first_stage_model.{}", ldm_vae_name(&k, 2)), t);
+    }
+    let text =
+        candle_core::safetensors::load(fixture("sd_tiny/text_encoder/model.safetensors"), &dev)
+            .unwrap();
+    let layers = 2;
+    let mut packed: BTreeMap<(usize, String), [Option<Tensor>; 3]> = BTreeMap::new();
+    for (k, t) in text {
+        if k.contains("position_ids") {
+            continue;
+        }
+        let bare = k.strip_prefix("text_model.").unwrap_or(&k).to_string();
+        if let Some(i) = ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .position(|p| bare.contains(&format!("self_attn.{p}.")))
+        {
+            let layer: usize = bare.split('.').nth(2).unwrap().parse().unwrap();
+            let kind = if bare.ends_with("weight") {
+                "weight"
+            } else {
+                "bias"
+            };
+            packed.entry((layer, kind.to_string())).or_default()[i] = Some(t);
+            continue;
+        }
+        out.insert(
+            format!("cond_stage_model.model.{}", openclip_name(&bare)),
+            t,
+        );
+    }
+    for ((layer, kind), qkv) in packed {
+        let parts: Vec<Tensor> = qkv.into_iter().map(Option::unwrap).collect();
+        out.insert(
+            format!("cond_stage_model.model.transformer.resblocks.{layer}.attn.in_proj_{kind}"),
+            Tensor::cat(&parts, 0).unwrap(),
+        );
+    }
+    // The last layer, which "penultimate" MVDream skips: a copy of layer 0 under its name.
+    let extra: Vec<(String, Tensor)> = out
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix("cond_stage_model.model.transformer.resblocks.0.")
+                .map(|rest| {
+                    (
+                        format!("cond_stage_model.model.transformer.resblocks.{layers}.{rest}"),
+                        t.clone(),
+                    )
+                })
+        })
+        .collect();
+    out.extend(extra);
+    out.insert(
+        "cond_stage_model.model.text_projection".into(),
+        Tensor::zeros((8, 8), DType::F32, &dev).unwrap(),
+    );
+    out.insert(
+        "cond_stage_model.model.logit_scale".into(),
+        Tensor::new(4.6f32, &dev).unwrap(),
+    );
+    for b in ["betas", "alphas_cumprod", "alphas_cumprod_prev"] {
+        out.insert(b.into(), Tensor::zeros(1000, DType::F32, &dev).unwrap());
+    }
+    candle_core::safetensors::save(&out, path).unwrap();
+}
+
+#[test]
+fn a_tiny_official_checkpoint_loads_and_computes_like_its_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-4view.safetensors");
+    write_tiny_checkpoint(&path);
+    let unet_params: MvUNetParams = {
+        let c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture("mvdream_tiny/config.json")).unwrap())
+                .unwrap();
+        serde_json::from_value(c["params"].clone()).unwrap()
+    };
+    let arch = MvdreamArchitecture {
+        unet: unet_params,
+        vae: VaeConfig::load(&fixture("sd_tiny/vae/config.json")).unwrap(),
+        text: ClipTextConfig::load(&fixture("sd_tiny/text_encoder/config.json")).unwrap(),
+    };
+    let model = MvdreamModel::load(&path, &arch, DType::F32, &Device::Cpu).unwrap();
+
+    let dev = Device::Cpu;
+    let inputs =
+        candle_core::safetensors::load(fixture("mvdream_tiny/inputs.safetensors"), &dev).unwrap();
+    let expected =
+        candle_core::safetensors::load(fixture("mvdream_tiny/expected.safetensors"), &dev).unwrap();
+    let t: Vec<f64> = inputs["mv4.timesteps"]
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let out = model
+        .unet
+        .forward_views(
+            &inputs["mv4.x"],
+            &t,
+            &inputs["mv4.context"],
+            Views {
+                camera: Some(&inputs["mv4.camera"]),
+                frames: 4,
+            },
+        )
+        .unwrap();
+    assert!(common::max_abs_diff(&out, &expected["mv4.out"]) <= 1e-4);
+
+    let p = common::parity();
+    let hidden = model.text_encoder.forward(&p["text.input_ids"]).unwrap();
+    assert!(common::max_abs_diff(&hidden, &p["text.last_hidden_state"]) <= 1e-4);
+    let decoded = model.vae.decode(&p["vae.dec_input"]).unwrap();
+    assert!(common::max_abs_diff(&decoded, &p["vae.dec_output"]) <= 1e-4);
+
+    // A tensor no network takes is refused by name.
+    let mut extra = candle_core::safetensors::load(&path, &dev).unwrap();
+    extra.insert(
+        "model.diffusion_model.bogus.weight".into(),
+        Tensor::zeros(2, DType::F32, &dev).unwrap(),
+    );
+    let bad = dir.path().join("bad.safetensors");
+    candle_core::safetensors::save(&extra, &bad).unwrap();
+    let err = MvdreamModel::load(&bad, &arch, DType::F32, &dev)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("model.diffusion_model.bogus.weight"), "{err}");
+}
