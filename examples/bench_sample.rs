@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use dream3d::prompt::Gaussian;
-use dream3d::sample::{ImageSampler, ImageSeed, SampleSettings};
+use dream3d::sample::{ImageSampler, ImageSeed, Models, SampleSettings};
 use dream3d::stable_diffusion::StableDiffusion;
 use dream3d::weights::Lookup;
 use std::time::Instant;
@@ -48,7 +48,7 @@ fn main() -> Result<()> {
     for rep in 0..reps {
         // As the pipeline does per call: encode the prompts, then sample and decode.
         let start = Instant::now();
-        let sampler = ImageSampler::new(&sd, settings.clone(), "")?;
+        let sampler = ImageSampler::new(Models::from(&sd), settings.clone(), "")?;
         let cond = Gaussian::point(&sd.encode_text(PROMPT)?.squeeze(0)?)?;
         let seed = ImageSeed {
             seed: rep as u64,

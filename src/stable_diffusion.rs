@@ -85,9 +85,7 @@ impl StableDiffusion {
     /// The text encoder's 1 × 77 × D states for a plain prompt (the empty prompt is the
     /// unconditional embedding).
     pub fn encode_text(&self, prompt: &str) -> Result<Tensor> {
-        let ids = self.tokenizer.encode(prompt)?;
-        let ids = Tensor::new(ids.as_slice(), self.text_encoder.device())?.unsqueeze(0)?;
-        Ok(self.text_encoder.forward(&ids)?)
+        crate::sample::Models::from(self).encode_text(prompt)
     }
 
     /// Image resolution in pixels the UNet was trained at (512 for 2.1-base, 768 for 2.1).

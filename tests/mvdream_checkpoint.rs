@@ -291,3 +291,167 @@ fn a_tiny_official_checkpoint_loads_and_computes_like_its_sources() {
         .to_string();
     assert!(err.contains("model.diffusion_model.bogus.weight"), "{err}");
 }
+
+/// Random OpenCLIP text-tower tensors (`layers` + 1 blocks, the last unused), width `d`.
+fn random_text_tower(d: usize, layers: usize) -> HashMap<String, Tensor> {
+    let mut out = HashMap::new();
+    let mut seed = 0;
+    let mut put = |name: String, shape: &[usize]| {
+        seed += 1;
+        let t = (common::uniform(shape, seed, DType::F32) * 0.2).unwrap();
+        out.insert(format!("cond_stage_model.model.{name}"), t);
+    };
+    put("token_embedding.weight".into(), &[49408, d]);
+    put("positional_embedding".into(), &[77, d]);
+    put("ln_final.weight".into(), &[d]);
+    put("ln_final.bias".into(), &[d]);
+    put("text_projection".into(), &[d, d]);
+    put("logit_scale".into(), &[]);
+    for i in 0..=layers {
+        let b = format!("transformer.resblocks.{i}");
+        put(format!("{b}.attn.in_proj_weight"), &[3 * d, d]);
+        put(format!("{b}.attn.in_proj_bias"), &[3 * d]);
+        put(format!("{b}.attn.out_proj.weight"), &[d, d]);
+        put(format!("{b}.attn.out_proj.bias"), &[d]);
+        for n in ["ln_1", "ln_2"] {
+            put(format!("{b}.{n}.weight"), &[d]);
+            put(format!("{b}.{n}.bias"), &[d]);
+        }
+        put(format!("{b}.mlp.c_fc.weight"), &[4 * d, d]);
+        put(format!("{b}.mlp.c_fc.bias"), &[4 * d]);
+        put(format!("{b}.mlp.c_proj.weight"), &[d, 4 * d]);
+        put(format!("{b}.mlp.c_proj.bias"), &[d]);
+    }
+    out
+}
+
+const TINY_YAML: &str = r#"model:
+  target: mvdream.ldm.interface.LatentDiffusionInterface
+  params:
+    scale_factor: 0.18215
+    unet_config:
+      target: mvdream.ldm.modules.diffusionmodules.openaimodel.MultiViewUNetModel
+      params:
+        image_size: 16
+        in_channels: 4
+        out_channels: 4
+        model_channels: 32
+        attention_resolutions: [1, 2]
+        num_res_blocks: 1
+        channel_mult: [1, 1, 2]
+        num_head_channels: 8
+        use_spatial_transformer: true
+        use_linear_in_transformer: true
+        transformer_depth: 1
+        context_dim: 32
+        use_checkpoint: false
+        legacy: false
+        camera_dim: 16
+    first_stage_config:
+      target: ldm.models.autoencoder.AutoencoderKL
+      params:
+        embed_dim: 4
+        ddconfig:
+          double_z: true
+          z_channels: 4
+          resolution: 32
+          in_channels: 3
+          out_ch: 3
+          ch: 32
+          ch_mult: [1, 2]
+          num_res_blocks: 1
+          attn_resolutions: []
+          dropout: 0.0
+    cond_stage_config:
+      target: ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder
+      params:
+        arch: tiny-text
+        layer: penultimate
+"#;
+
+#[test]
+fn four_view_previews_from_a_checkpoint_with_its_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-4view.safetensors");
+    write_tiny_checkpoint(&path);
+    // A text tower as wide as the tiny UNet's context, described by an open_clip config.
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    tensors
+        .retain(|k, _| !k.starts_with("cond_stage_model.") && !k.starts_with("first_stage_model."));
+    tensors.extend(random_text_tower(32, 2));
+    std::fs::write(dir.path().join("tiny-4view.yaml"), TINY_YAML).unwrap();
+    std::fs::write(
+        dir.path().join("tiny-text.json"),
+        r#"{"embed_dim": 32, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 3}}"#,
+    )
+    .unwrap();
+    let arch = MvdreamArchitecture::from_yaml(&dir.path().join("tiny-4view.yaml")).unwrap();
+    assert_eq!(arch.text.num_hidden_layers, 2, "penultimate layer of 3");
+    assert_eq!(arch.vae.block_out_channels, [32, 64]);
+    // LDM's VAE always normalises over 32 groups: a random one of that architecture, under
+    // LDM names.
+    let w = Weights::random(7, DType::F32, &Device::Cpu);
+    AutoencoderKL::load(arch.vae.clone(), &w).unwrap();
+    for (k, t) in w.tensors() {
+        let t = if k.contains("attentions.0.to_") && t.rank() == 2 {
+            t.unsqueeze(2).unwrap().unsqueeze(3).unwrap()
+        } else {
+            t
+        };
+        tensors.insert(format!("first_stage_model.{}", ldm_vae_name(&k, 2)), t);
+    }
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
+        .current_dir(dir.path())
+        .args([
+            "sample",
+            "--mvdream",
+            "tiny-4view.safetensors",
+            "--prompt",
+            "a chair",
+        ])
+        .args([
+            "-n", "2", "--steps", "2", "--width", "32", "--height", "32", "--seed", "3", "-o", "mv",
+        ])
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    let mv = dir.path().join("mv");
+    for object in 0..2 {
+        for v in 0..4 {
+            let img = image::open(mv.join(format!("{object:04}-view{v}.png"))).unwrap();
+            assert_eq!((img.width(), img.height()), (32, 32));
+        }
+        assert!(
+            mv.join(format!("{object:04}.png")).is_file(),
+            "4-view strip"
+        );
+    }
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(mv.join("samples.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["views"], 4);
+    assert!(sidecar["conditioning"]
+        .as_str()
+        .unwrap()
+        .contains("a chair, 3d asset"));
+    // The views of one object differ (different cameras), and so do the objects.
+    let read = |f: &str| std::fs::read(mv.join(f)).unwrap();
+    assert_ne!(read("0000-view0.png"), read("0000-view1.png"));
+    assert_ne!(read("0000-view0.png"), read("0001-view0.png"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
+        .current_dir(dir.path())
+        .args([
+            "sample",
+            "--mvdream",
+            "tiny-4view.safetensors",
+            "--views",
+            "3",
+            "--prompt",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trained on 4 views"));
+}

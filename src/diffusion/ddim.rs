@@ -58,14 +58,31 @@ pub fn sample_with_guidance(
     uncond: &Tensor,
     cond: &Tensor,
     guidance: f64,
-    mut on_step: impl FnMut(usize, &Tensor),
+    on_step: impl FnMut(usize, &Tensor),
 ) -> CResult<Tensor> {
     let context = Tensor::cat(&[uncond, cond], 0)?;
-    let batch = latents.dim(0)?;
+    let batch = 2 * latents.dim(0)?;
+    guided_ddim(
+        sampler,
+        latents,
+        guidance,
+        |x, t| unet.forward(x, &vec![t; batch], &context),
+        on_step,
+    )
+}
+
+/// The DDIM loop with classifier-free guidance around any `model(x, t)` that takes the
+/// latents twice (unconditional half first) and returns both predictions.
+pub fn guided_ddim(
+    sampler: &DdimSampler,
+    latents: &Tensor,
+    guidance: f64,
+    mut model: impl FnMut(&Tensor, f64) -> CResult<Tensor>,
+    mut on_step: impl FnMut(usize, &Tensor),
+) -> CResult<Tensor> {
     let mut x = latents.clone();
     for (i, &t) in sampler.timesteps().iter().enumerate() {
-        let input = Tensor::cat(&[&x, &x], 0)?;
-        let output = unet.forward(&input, &vec![t as f64; 2 * batch], &context)?;
+        let output = model(&Tensor::cat(&[&x, &x], 0)?, t as f64)?;
         x = sampler.step(i, &x, &apply_guidance(&output, guidance)?)?;
         on_step(i, &x);
     }

@@ -3,5 +3,5 @@
 pub mod ddim;
 pub mod schedule;
 
-pub use ddim::{apply_guidance, sample_with_guidance, DdimSampler};
+pub use ddim::{apply_guidance, guided_ddim, sample_with_guidance, DdimSampler};
 pub use schedule::{NoiseSchedule, PredictionType};

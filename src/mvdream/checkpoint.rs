@@ -9,10 +9,10 @@ use crate::models::{
     AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, VaeConfig,
 };
 use crate::tokenizer::ClipTokenizer;
-use crate::weights::Weights;
+use crate::weights::{hub, Lookup, Weights};
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The three networks' architectures (official `sd-v2-base.yaml` by default).
 #[derive(Debug, Clone)]
@@ -48,6 +48,52 @@ impl MvdreamArchitecture {
             text_layers_used: self.text.num_hidden_layers,
         }
     }
+}
+
+/// The official checkpoint's file names, the faster-loading copy first.
+pub const CHECKPOINT_FILES: [&str; 2] = ["sd-v2.1-base-4view.safetensors", "sd-v2.1-base-4view.pt"];
+
+/// Finds the checkpoint for `model`: a file; a folder holding one of [`CHECKPOINT_FILES`]; or a
+/// hub repo id, looked up in the HF cache and downloaded unless offline.
+pub fn find_checkpoint(lookup: &Lookup, model: &str) -> Result<PathBuf> {
+    let path = Path::new(model);
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let in_folder = |dir: &Path| {
+        CHECKPOINT_FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+    };
+    let mut searched = vec![path.display().to_string()];
+    if path.is_dir() {
+        return in_folder(path).ok_or_else(|| Error::MissingFile {
+            path: path.join(CHECKPOINT_FILES[1]),
+            what: "MVDream checkpoint".into(),
+        });
+    }
+    if model.split('/').count() == 2 {
+        let repo = hub::repo_dir(&lookup.cache, model);
+        searched.push(format!("{} (revision {})", repo.display(), lookup.revision));
+        if let Some(found) = hub::snapshot_dir(&lookup.cache, model, &lookup.revision)
+            .as_deref()
+            .and_then(in_folder)
+        {
+            return Ok(found);
+        }
+        if !lookup.offline {
+            return hub::Downloader::new(&lookup.cache, model, &lookup.revision)?
+                .get(CHECKPOINT_FILES[1]);
+        }
+    }
+    Err(Error::ModelNotFound {
+        model: model.into(),
+        searched: searched.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"),
+        fetch: format!(
+            "dream3d sample --mvdream {model} --prompt \"a chair\"   (online, without HF_HUB_OFFLINE), or pass the checkpoint file"
+        ),
+    })
 }
 
 /// Every tensor of a checkpoint: safetensors, or a PyTorch pickle holding the state dict

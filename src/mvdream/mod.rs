@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod keys;
 pub mod weights;
+pub mod yaml_config;
 
 pub use checkpoint::{MvdreamArchitecture, MvdreamModel};
 pub use config::MvUNetParams;

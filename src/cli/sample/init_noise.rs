@@ -9,11 +9,13 @@ pub struct InitNoise {
     /// The argument as given (recorded in the sidecar).
     pub spec: String,
     tensor: Tensor,
+    /// Images per object.
+    views: usize,
 }
 
 impl InitNoise {
     /// Reads the tensor: the one named after `:`, else the file's only tensor, else `latents`.
-    pub fn read(spec: &str) -> anyhow::Result<Self> {
+    pub fn read(spec: &str, views: usize) -> anyhow::Result<Self> {
         let (path, name) = match spec.rsplit_once(':') {
             Some((file, name)) if !Path::new(spec).is_file() => (Path::new(file), Some(name)),
             _ => (Path::new(spec), None),
@@ -44,29 +46,40 @@ impl InitNoise {
         Ok(Self {
             spec: spec.to_string(),
             tensor,
+            views,
         })
     }
 
-    /// One row shared by every image.
+    /// One object's latents shared by every object (`views` rows).
     pub fn shared(&self) -> bool {
-        self.tensor.dim(0).is_ok_and(|n| n == 1)
+        self.tensor.dim(0).is_ok_and(|n| n == self.views)
     }
 
-    /// The C × h × w latents of each of `images` images, after checking the shape.
-    pub fn rows(&self, images: usize, latent: [usize; 3]) -> anyhow::Result<Vec<Tensor>> {
+    /// The views × C × h × w latents of each of `objects` objects (one view each for Stable
+    /// Diffusion), after checking the shape.
+    pub fn rows(&self, objects: usize, latent: [usize; 3]) -> anyhow::Result<Vec<Tensor>> {
+        let views = self.views;
         let dims = self.tensor.dims();
-        let rows_ok = dims.first().is_some_and(|&n| n == images || n == 1);
+        let rows_ok = dims
+            .first()
+            .is_some_and(|&n| n == objects * views || n == views);
         if dims.len() != 4 || !rows_ok || dims[1..] != latent {
+            let n = objects * views;
             bail!(
-                "--init-noise {}: shape {dims:?}, but {images} image(s) at this size need [{images}, {}, {}, {}] (or [1, …] shared by all); the latent size is the image size divided by the VAE downscale factor (8 for Stable Diffusion)",
+                "--init-noise {}: shape {dims:?}, but {n} image(s) at this size need [{n}, {}, {}, {}] (or [{views}, …] shared by all); the latent size is the image size divided by the VAE downscale factor (8 for Stable Diffusion)",
                 self.spec,
                 latent[0],
                 latent[1],
                 latent[2]
             );
         }
-        (0..images)
-            .map(|i| Ok(self.tensor.get(if self.shared() { 0 } else { i })?))
+        let shared = dims[0] == views;
+        (0..objects)
+            .map(|i| {
+                Ok(self
+                    .tensor
+                    .narrow(0, if shared { 0 } else { i * views }, views)?)
+            })
             .collect()
     }
 }

@@ -2,17 +2,22 @@
 //! scaling, composition and text edits; numbered PNGs, a contact sheet and a sidecar.
 
 mod init_noise;
+mod multiview;
 mod sidecar;
 mod source;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use dream3d::imaging::{contact_sheet, save_png, square_columns};
+use dream3d::mvdream::checkpoint::find_checkpoint;
+use dream3d::mvdream::yaml_config::config_path;
+use dream3d::mvdream::{MvdreamArchitecture, MvdreamModel};
 use dream3d::prompt::Edit;
-use dream3d::sample::{ImageSampler, ImageSeed, SampleSettings};
+use dream3d::sample::{ImageSampler, ImageSeed, Models, SampleSettings};
 use dream3d::stable_diffusion::StableDiffusion;
 use indicatif::{ProgressBar, ProgressStyle};
 use init_noise::InitNoise;
+use multiview::MultiViewArgs;
 use sidecar::{shell_command, ImageRecord, MixRecord, Sidecar};
 use source::{MixSpec, Source};
 use std::io::IsTerminal;
@@ -37,7 +42,7 @@ pub struct SampleArgs {
     /// Variance scale γ (σ → γσ); 0 gives the mean prompt.
     #[arg(long, default_value_t = 1.0)]
     gamma: f64,
-    /// Number of images.
+    /// Number of images (with --mvdream: objects, each of --views images).
     #[arg(short = 'n', long, default_value_t = 4)]
     images: usize,
     /// Output folder [default: dream3d-runs/samples, -2, -3… when taken].
@@ -55,13 +60,13 @@ pub struct SampleArgs {
     /// Classifier-free guidance scale.
     #[arg(long, default_value_t = 7.5)]
     guidance: f64,
-    /// Image width in pixels [the model's resolution].
+    /// Image width in pixels [the model's resolution; 256 with --mvdream].
     #[arg(long)]
     width: Option<usize>,
-    /// Image height in pixels [the model's resolution].
+    /// Image height in pixels [the model's resolution; 256 with --mvdream].
     #[arg(long)]
     height: Option<usize>,
-    /// Images per UNet call.
+    /// Images (with --mvdream: objects) per UNet call.
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Seed of the first image (image i uses seed + i) [random, printed].
@@ -73,21 +78,59 @@ pub struct SampleArgs {
     init_noise: Option<String>,
     #[command(flatten)]
     model: super::ModelArgs,
+    #[command(flatten)]
+    multiview: MultiViewArgs,
+}
+
+/// The model sampled with.
+enum Loaded {
+    StableDiffusion(Box<StableDiffusion>),
+    MultiView(Box<MvdreamModel>),
+}
+
+impl Loaded {
+    fn models(&self) -> Models<'_> {
+        match self {
+            Self::StableDiffusion(sd) => Models::from(sd.as_ref()),
+            Self::MultiView(mv) => Models::from(mv.as_ref()),
+        }
+    }
+}
+
+/// Writes object `i`: `NNNN.png`, or its views `NNNN-view{v}.png` and a strip `NNNN.png`.
+fn save_object(out: &Path, i: usize, views: &[image::RgbImage]) -> anyhow::Result<Vec<String>> {
+    let strip = format!("{i:04}.png");
+    if let [single] = views {
+        save_png(&out.join(&strip), single)?;
+        return Ok(vec![strip]);
+    }
+    let mut files = vec![];
+    for (v, view) in views.iter().enumerate() {
+        let file = format!("{i:04}-view{v}.png");
+        save_png(&out.join(&file), view)?;
+        files.push(file);
+    }
+    save_png(&out.join(&strip), &contact_sheet(views, views.len()))?;
+    files.push(strip);
+    Ok(files)
 }
 
 const GRID: &str = "grid.png";
 
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.images > 0, "-n must be at least 1");
+    args.multiview.check()?;
     let edit = args.edit.as_deref().map(Edit::parse).transpose()?;
     let source = resolve_source(&args)?;
     if edit.is_some() && matches!(source, Source::Prompt(_)) {
         bail!("--edit changes a prompt distribution; with --prompt, write the words into the prompt itself");
     }
+    let multiview = args.multiview.mvdream.is_some();
+    let views = if multiview { args.multiview.views } else { 1 };
     let init = args
         .init_noise
         .as_deref()
-        .map(InitNoise::read)
+        .map(|spec| InitNoise::read(spec, views))
         .transpose()?;
     let out = args.output.clone().unwrap_or_else(|| {
         super::first_unused(
@@ -104,16 +147,41 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     }
     dream3d::files::ensure_writable_dir(&out)?;
 
-    let model = args
-        .model
-        .model
-        .clone()
-        .unwrap_or_else(|| source.default_model());
-    let files = args.model.lookup().resolve(&model)?;
     let device = dream3d::device::best_device()?;
-    let sd = StableDiffusion::load(files, dream3d::device::default_dtype(&device), &device)
-        .with_context(|| format!("loading model `{model}`"))?;
-    let resolution = sd.resolution().unwrap_or(512);
+    let dtype = dream3d::device::default_dtype(&device);
+    let (loaded, model) = match &args.multiview.mvdream {
+        Some(name) => {
+            let path = find_checkpoint(&args.model.lookup(), name)?;
+            eprintln!("MVDream checkpoint: {}", path.display());
+            let arch = match config_path(&path, args.multiview.mvdream_config.as_deref()) {
+                Some(yaml) => {
+                    eprintln!("MVDream architecture: {}", yaml.display());
+                    MvdreamArchitecture::from_yaml(&yaml)?
+                }
+                None => MvdreamArchitecture::default(),
+            };
+            let mv = MvdreamModel::load(&path, &arch, dtype, &device)
+                .with_context(|| format!("loading MVDream from {}", path.display()))?;
+            (Loaded::MultiView(Box::new(mv)), name.clone())
+        }
+        None => {
+            let model = args
+                .model
+                .model
+                .clone()
+                .unwrap_or_else(|| source.default_model());
+            let files = args.model.lookup().resolve(&model)?;
+            let sd = StableDiffusion::load(files, dtype, &device)
+                .with_context(|| format!("loading model `{model}`"))?;
+            (Loaded::StableDiffusion(Box::new(sd)), model)
+        }
+    };
+    let models = loaded.models();
+    let resolution = if multiview {
+        multiview::RESOLUTION
+    } else {
+        models.resolution().unwrap_or(512)
+    };
     let settings = SampleSettings {
         steps: args.steps,
         guidance: args.guidance,
@@ -121,17 +189,24 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         height: args.height.unwrap_or(resolution),
         batch: args.batch,
     };
-    let sampler = ImageSampler::new(&sd, settings.clone(), &args.negative)?;
+    let sampler = ImageSampler::new(models, settings.clone(), &args.negative)?;
     let init_rows = match &init {
         Some(noise) => Some(noise.rows(args.images, sampler.latent_shape())?),
         None => None,
     };
-    let gaussian = source.gaussian(&sd, edit.as_ref())?;
+    let cameras = multiview
+        .then(|| args.multiview.cameras(models.device()))
+        .transpose()?;
+    let source = match source {
+        Source::Prompt(p) if multiview => Source::Prompt(args.multiview.prompt(&p)),
+        other => other,
+    };
+    let gaussian = source.gaussian(models, edit.as_ref())?;
     let conditioning = source.describe(edit.as_ref());
     eprintln!("conditioning: {conditioning}");
 
     let seed = args.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
-    eprintln!("seed {seed} (image i uses seed + i)");
+    eprintln!("seed {seed} (object i uses seed + i)");
     let kept = keep_distributions(&source, &out)?;
     let regenerate = |seed: u64, images: usize, init_noise: Option<&str>| {
         let mut a: Vec<String> = vec!["dream3d".into(), "sample".into()];
@@ -141,14 +216,15 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
                 format!("{}:{}:{}", m.path, m.weight, m.gamma),
             ]
         }));
-        if let Source::Prompt(p) = &source {
+        if let Some(p) = &args.prompt {
             a.extend(["--prompt".into(), p.clone()]);
         }
         if let Some(e) = &args.edit {
             a.extend(["--edit".into(), e.clone()]);
         }
-        for (flag, value) in [
-            ("--model", model.clone()),
+        a.extend(args.multiview.flags());
+        let model_flag = (!multiview).then(|| ("--model", model.clone()));
+        for (flag, value) in model_flag.into_iter().chain([
             ("--negative", args.negative.clone()),
             ("--steps", settings.steps.to_string()),
             ("--guidance", settings.guidance.to_string()),
@@ -156,7 +232,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
             ("--height", settings.height.to_string()),
             ("--seed", seed.to_string()),
             ("-n", images.to_string()),
-        ] {
+        ]) {
             a.extend([flag.into(), value]);
         }
         if let Some(noise) = init_noise {
@@ -177,6 +253,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         conditioning,
         negative: args.negative.clone(),
         settings: settings.clone(),
+        views,
         seed,
         init_noise: args.init_noise.clone(),
         command: regenerate(seed, args.images, args.init_noise.as_deref()),
@@ -184,7 +261,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     };
 
     let progress = Progress::new(args.images, settings.steps);
-    let mut all = Vec::with_capacity(args.images);
+    let mut all = Vec::with_capacity(args.images * views);
     let indices: Vec<usize> = (0..args.images).collect();
     for chunk in indices.chunks(settings.batch) {
         let seeds: Vec<ImageSeed> = chunk
@@ -194,13 +271,14 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
                 init_latents: init_rows.as_ref().map(|rows| rows[i].clone()),
             })
             .collect();
-        let images = sampler.images(&gaussian, &seeds, || progress.step(chunk.len()))?;
-        for ((&i, image), s) in chunk.iter().zip(&images).zip(&seeds) {
-            let file = format!("{i:04}.png");
-            save_png(&out.join(&file), image)?;
+        let objects = sampler.objects(&gaussian, &seeds, cameras.as_ref(), || {
+            progress.step(chunk.len())
+        })?;
+        for ((&i, object), s) in chunk.iter().zip(&objects).zip(&seeds) {
+            let files = save_object(&out, i, object)?;
             let from_row = init.as_ref().map(|n| if n.shared() { 0 } else { i });
             record.images.push(ImageRecord {
-                file,
+                files,
                 seed: s.seed,
                 init_noise_row: from_row,
                 command: (init.is_none() || shared_noise.is_some())
@@ -208,12 +286,14 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
             });
         }
         record.write(&out)?;
-        all.extend(images);
+        all.extend(objects.into_iter().flatten());
     }
-    save_png(
-        &out.join(GRID),
-        &contact_sheet(&all, square_columns(all.len())),
-    )?;
+    let columns = if multiview {
+        views
+    } else {
+        square_columns(all.len())
+    };
+    save_png(&out.join(GRID), &contact_sheet(&all, columns))?;
     progress.finish();
     eprintln!(
         "{} images, {GRID} and {} written to {}",

@@ -18,6 +18,8 @@ pub struct Sidecar {
     pub negative: String,
     #[serde(flatten)]
     pub settings: SampleSettings,
+    /// Views per object (1 for Stable Diffusion; MVDream's 4).
+    pub views: usize,
     /// Image i uses seed + i.
     pub seed: u64,
     pub init_noise: Option<String>,
@@ -35,7 +37,8 @@ pub struct MixRecord {
 
 #[derive(serde::Serialize)]
 pub struct ImageRecord {
-    pub file: String,
+    /// The object's files: one PNG, or each view and the views' strip.
+    pub files: Vec<String>,
     pub seed: u64,
     /// Row of the `--init-noise` tensor this image started from.
     pub init_noise_row: Option<usize>,

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use dream3d::prompt::gaussian::check_weights;
 use dream3d::prompt::{Edit, Gaussian, PromptDistribution};
-use dream3d::stable_diffusion::StableDiffusion;
+use dream3d::sample::Models;
 use std::path::{Path, PathBuf};
 
 /// `--mix PATH:WEIGHT[:GAMMA]`.
@@ -116,25 +116,25 @@ impl Source {
     }
 
     /// The Gaussian each image's conditioning is drawn from, on the model's device in f32.
-    pub fn gaussian(&self, sd: &StableDiffusion, edit: Option<&Edit>) -> anyhow::Result<Gaussian> {
-        let device = sd.unet_device();
+    pub fn gaussian(&self, models: Models, edit: Option<&Edit>) -> anyhow::Result<Gaussian> {
+        let device = models.device();
         let f32 = candle_core::DType::F32;
         match self {
             Self::Prompt(p) => {
-                Ok(Gaussian::point(&sd.encode_text(p)?.squeeze(0)?)?.to(&device, f32)?)
+                Ok(Gaussian::point(&models.encode_text(p)?.squeeze(0)?)?.to(device, f32)?)
             }
             Self::Distributions(members) => {
                 let mut parts = Vec::with_capacity(members.len());
                 for m in members {
                     let d = &m.distribution;
-                    d.check_compatible(&sd.text_encoder.config, &m.path)?;
+                    d.check_compatible(&models.text_encoder.config, &m.path)?;
                     let fitted = match edit {
                         Some(e) => d
-                            .edited(e, &sd.text_encoder, &sd.tokenizer)
+                            .edited(e, models.text_encoder, models.tokenizer)
                             .with_context(|| format!("editing {}", m.path.display()))?,
                         None => d.gaussian(),
                     };
-                    parts.push((fitted.to(&device, f32)?.scaled(m.gamma)?, m.weight));
+                    parts.push((fitted.to(device, f32)?.scaled(m.gamma)?, m.weight));
                 }
                 Ok(Gaussian::compose(&parts)?)
             }
