@@ -369,23 +369,22 @@ const TINY_YAML: &str = r#"model:
         layer: penultimate
 "#;
 
-#[test]
-fn four_view_previews_from_a_checkpoint_with_its_yaml() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny-4view.safetensors");
+/// `dir/tiny-4view.safetensors` with its `tiny-4view.yaml` and `tiny-text.json`: MVDream's tiny
+/// UNet, a random LDM VAE and a random OpenCLIP text tower as wide as the UNet's context.
+fn write_consistent_tiny(dir: &Path) {
+    let path = dir.join("tiny-4view.safetensors");
     write_tiny_checkpoint(&path);
-    // A text tower as wide as the tiny UNet's context, described by an open_clip config.
     let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     tensors
         .retain(|k, _| !k.starts_with("cond_stage_model.") && !k.starts_with("first_stage_model."));
     tensors.extend(random_text_tower(32, 2));
-    std::fs::write(dir.path().join("tiny-4view.yaml"), TINY_YAML).unwrap();
+    std::fs::write(dir.join("tiny-4view.yaml"), TINY_YAML).unwrap();
     std::fs::write(
-        dir.path().join("tiny-text.json"),
+        dir.join("tiny-text.json"),
         r#"{"embed_dim": 32, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 3}}"#,
     )
     .unwrap();
-    let arch = MvdreamArchitecture::from_yaml(&dir.path().join("tiny-4view.yaml")).unwrap();
+    let arch = MvdreamArchitecture::from_yaml(&dir.join("tiny-4view.yaml")).unwrap();
     assert_eq!(arch.text.num_hidden_layers, 2, "penultimate layer of 3");
     assert_eq!(arch.vae.block_out_channels, [32, 64]);
     // LDM's VAE always normalises over 32 groups: a random one of that architecture, under
@@ -401,7 +400,12 @@ fn four_view_previews_from_a_checkpoint_with_its_yaml() {
         tensors.insert(format!("first_stage_model.{}", ldm_vae_name(&k, 2)), t);
     }
     candle_core::safetensors::save(&tensors, &path).unwrap();
+}
 
+#[test]
+fn four_view_previews_from_a_checkpoint_with_its_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    write_consistent_tiny(dir.path());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
         .current_dir(dir.path())
         .args([
@@ -454,4 +458,65 @@ fn four_view_previews_from_a_checkpoint_with_its_yaml() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("trained on 4 views"));
+}
+
+#[test]
+fn pickles_are_read_flat_or_under_state_dict() {
+    for file in ["flat.pt", "lightning.pt"] {
+        let t =
+            dream3d::mvdream::checkpoint::read_state_dict(&fixture(&format!("mvdream_pt/{file}")))
+                .unwrap();
+        assert_eq!(t.len(), 2, "{file}");
+        let bias = t["model.diffusion_model.camera_embed.0.bias"]
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(bias, [0.0, 1.0, 2.0, 3.0], "{file}");
+    }
+}
+
+#[test]
+fn convert_writes_a_checked_safetensors_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-4view.safetensors");
+    write_tiny_checkpoint(&path);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
+            .current_dir(dir.path())
+            .arg("convert")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // The tiny checkpoint is not sd-v2-base.yaml's size: the check names a misplaced tensor.
+    let out = run(&["tiny-4view.safetensors", "-o", "copy.safetensors"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an MVDream checkpoint"));
+    assert!(
+        !dir.path().join("copy.safetensors").exists(),
+        "nothing written"
+    );
+
+    // With its architecture beside it, the copy is written and loads to the same networks.
+    let dir = tempfile::tempdir().unwrap();
+    write_consistent_tiny(dir.path());
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
+            .current_dir(dir.path())
+            .arg("convert")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["tiny-4view.safetensors", "-o", "copy.safetensors"]);
+    common::assert_success(&out);
+    let arch = MvdreamArchitecture::from_yaml(&dir.path().join("tiny-4view.yaml")).unwrap();
+    let copy = MvdreamModel::load(
+        &dir.path().join("copy.safetensors"),
+        &arch,
+        DType::F32,
+        &Device::Cpu,
+    );
+    assert!(copy.is_ok());
+    let again = run(&["tiny-4view.safetensors", "-o", "copy.safetensors"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 }

@@ -1,6 +1,7 @@
 //! The `dream3d` command line: one file per subcommand; each parses its options, calls the
 //! library and reports.
 
+mod convert;
 mod fit;
 mod import;
 mod info;
@@ -24,6 +25,8 @@ pub struct Cli {
 enum Command {
     /// Learn a prompt distribution from reference images (DreamDistribution).
     Fit(Box<fit::FitArgs>),
+    /// Write an official MVDream checkpoint (.pt) as safetensors, checked against its architecture.
+    Convert(convert::ConvertArgs),
     /// Convert official DreamDistribution outputs (.pt context, .npz moments) to a distribution file.
     Import(import::ImportArgs),
     /// Draw images from a prompt distribution (or a plain prompt) with Stable Diffusion.
@@ -35,6 +38,7 @@ enum Command {
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Convert(args) => convert::run(args),
             Command::Fit(args) => fit::run(*args),
             Command::Import(args) => import::run(args),
             Command::Info(args) => info::run(args),

@@ -115,11 +115,11 @@ pub fn read_state_dict(path: &Path) -> Result<BTreeMap<String, Tensor>> {
             .into_iter()
             .collect()
     } else {
-        let flat = candle_core::pickle::read_all(path).map_err(corrupt)?;
-        if flat.is_empty() {
-            candle_core::pickle::read_all_with_key(path, Some("state_dict")).map_err(corrupt)?
-        } else {
-            flat
+        match candle_core::pickle::read_all(path) {
+            Ok(flat) if !flat.is_empty() => flat,
+            _ => {
+                candle_core::pickle::read_all_with_key(path, Some("state_dict")).map_err(corrupt)?
+            }
         }
         .into_iter()
         .collect()
@@ -185,7 +185,18 @@ impl MvdreamModel {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let mut parts = split_state_dict(read_state_dict(path)?, &arch.checkpoint_shape(), path)?;
+        Self::from_state_dict(read_state_dict(path)?, arch, path, dtype, device)
+    }
+
+    /// The networks from a checkpoint's tensors (`path` names it in messages).
+    pub fn from_state_dict(
+        tensors: BTreeMap<String, Tensor>,
+        arch: &MvdreamArchitecture,
+        path: &Path,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut parts = split_state_dict(tensors, &arch.checkpoint_shape(), path)?;
         let mut take = |c: Component| -> Result<Weights> {
             let tensors = parts
                 .remove(&c)
