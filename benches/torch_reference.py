@@ -111,6 +111,21 @@ def setup_unet_fwd():
     return step
 
 
+def setup_unet_fwd_b8():
+    """MVDream's sampling shape: 4 views x (uncond, cond), 32x32 latents (diffusers has no
+    multi-view attention: this is the same UNet in 2-D mode, the reference cost)."""
+    unet = frozen(sd21_unet())
+    latents = torch.randn(8, 4, 32, 32)
+    timesteps = torch.full((8,), 501)
+    context = torch.randn(8, 77, 1024)
+
+    def step():
+        with torch.no_grad():
+            unet(latents, timesteps, encoder_hidden_states=context)
+
+    return step
+
+
 def setup_unet_fwd_bwd():
     unet = frozen(sd21_unet())
     latents = torch.randn(1, 4, 32, 32)
@@ -150,6 +165,7 @@ def setup_vae_enc_fwd_bwd():
 WORKLOADS = {
     "unet_fwd": setup_unet_fwd,
     "unet_fwd_bwd": setup_unet_fwd_bwd,
+    "unet_fwd_b8": setup_unet_fwd_b8,
     "clip_fwd": setup_clip_fwd,
     "vae_enc_fwd_bwd": setup_vae_enc_fwd_bwd,
 }

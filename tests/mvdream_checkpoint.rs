@@ -520,3 +520,45 @@ fn convert_writes_a_checked_safetensors_copy() {
     let again = run(&["tiny-4view.safetensors", "-o", "copy.safetensors"]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 }
+
+#[test]
+fn the_checkpoint_is_found_in_the_hf_cache_or_explained() {
+    use dream3d::mvdream::checkpoint::find_checkpoint;
+    let cache = tempfile::tempdir().unwrap();
+    let lookup = dream3d::weights::Lookup {
+        cache: cache.path().to_path_buf(),
+        offline: true,
+        ..dream3d::weights::Lookup::default()
+    };
+    let err = find_checkpoint(&lookup, "MVDream/MVDream")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("models--MVDream--MVDream"), "{err}");
+    let repo = cache.path().join("models--MVDream--MVDream");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
+    let snapshot = repo.join("snapshots/abc123");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::write(snapshot.join("sd-v2.1-base-4view.pt"), b"").unwrap();
+    assert_eq!(
+        find_checkpoint(&lookup, "MVDream/MVDream").unwrap(),
+        snapshot.join("sd-v2.1-base-4view.pt")
+    );
+    // The converted copy is preferred.
+    std::fs::write(snapshot.join("sd-v2.1-base-4view.safetensors"), b"").unwrap();
+    assert_eq!(
+        find_checkpoint(&lookup, "MVDream/MVDream").unwrap(),
+        snapshot.join("sd-v2.1-base-4view.safetensors")
+    );
+}
+
+#[test]
+fn an_unknown_text_tower_needs_its_open_clip_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("big.yaml");
+    std::fs::write(&yaml, TINY_YAML.replace("tiny-text", "ViT-bigG-14")).unwrap();
+    let err = MvdreamArchitecture::from_yaml(&yaml)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ViT-bigG-14.json"), "{err}");
+}
