@@ -10,6 +10,7 @@ pub mod files;
 pub mod fit;
 pub mod gpu;
 pub mod imaging;
+pub mod mesh;
 pub mod models;
 pub mod mvdream;
 pub mod nn;

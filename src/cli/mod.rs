@@ -2,6 +2,7 @@
 //! library and reports.
 
 mod convert;
+mod export;
 mod fit;
 mod import;
 mod info;
@@ -27,6 +28,8 @@ enum Command {
     Fit(Box<fit::FitArgs>),
     /// Write an official MVDream checkpoint (.pt) as safetensors, checked against its architecture.
     Convert(convert::ConvertArgs),
+    /// Extract a field's surface as a coloured glTF 2.0 binary (.glb).
+    Export(export::ExportArgs),
     /// Convert official DreamDistribution outputs (.pt context, .npz moments) to a distribution file.
     Import(import::ImportArgs),
     /// Draw images from a prompt distribution (or a plain prompt) with Stable Diffusion.
@@ -39,6 +42,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Convert(args) => convert::run(args),
+            Command::Export(args) => export::run(args),
             Command::Fit(args) => fit::run(*args),
             Command::Import(args) => import::run(args),
             Command::Info(args) => info::run(args),

@@ -74,6 +74,21 @@ pub struct OccupancyUniform {
     pub pad: [u32; 2],
 }
 
+/// `Query` in `shaders/field_query.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct QueryUniform {
+    pub count: u32,
+    pub first: u32,
+    pub groups_x: u32,
+    pub pad: u32,
+    pub origin: [f32; 4],
+    pub step: [f32; 4],
+}
+
+/// Grid points evaluated per dispatch when sampling density for export.
+const GRID_SLAB: u64 = 1 << 24;
+
 /// `SampleGrad` in `shaders/render.wgsl`: 8 floats.
 const SAMPLE_GRAD_BYTES: u64 = 32;
 /// Samples per `field_backward` workgroup (TILE × TILES_PER_GROUP in the shader).
@@ -118,6 +133,8 @@ struct Pipelines {
     occupancy: wgpu::ComputePipeline,
     /// Only for a neural background.
     background_backward: Option<wgpu::ComputePipeline>,
+    grid_density: wgpu::ComputePipeline,
+    point_query: wgpu::ComputePipeline,
 }
 
 /// The last render, kept for its backward pass.
@@ -178,6 +195,8 @@ impl GpuField {
             ),
             adam: pipeline(&ctx, "adam", &sources.adam, "adam"),
             occupancy: pipeline(&ctx, "occupancy", &sources.occupancy, "occupancy_values"),
+            grid_density: pipeline(&ctx, "grid_density", &sources.query, "grid_density"),
+            point_query: pipeline(&ctx, "point_query", &sources.query, "point_query"),
             background_backward: matches!(config.background, Background::Neural { .. }).then(
                 || {
                     pipeline(
@@ -531,6 +550,91 @@ impl GpuField {
         );
         self.use_occupancy = true;
         Ok(())
+    }
+}
+
+impl GpuField {
+    /// σ at n³ points spanning the field's box [−radius, radius]³ (x fastest, then y, z).
+    pub fn density_grid(&self, n: u32) -> Result<Vec<f32>> {
+        let ctx = &self.ctx;
+        let total = (n as u64).pow(3);
+        let slab = GRID_SLAB.min(ctx.max_binding / 4);
+        let r = self.config.radius;
+        let step = 2.0 * r / (n.max(2) - 1) as f32;
+        let mut out = Vec::with_capacity(total as usize);
+        let mut first = 0u64;
+        while first < total {
+            let count = slab.min(total - first);
+            let groups = dispatch_size((count as u32).div_ceil(64));
+            let query = uniform(
+                ctx,
+                "grid query",
+                &QueryUniform {
+                    count: n,
+                    first: first as u32,
+                    groups_x: groups.0,
+                    pad: 0,
+                    origin: [-r, -r, -r, 0.0],
+                    step: [step, step, step, 0.0],
+                },
+            );
+            let density = storage(ctx, "density", 4 * count);
+            let group = bind(
+                ctx,
+                &self.pipelines.grid_density,
+                &[
+                    (0, &query),
+                    (1, &self.params),
+                    (2, &self.levels),
+                    (3, &density),
+                ],
+            );
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            dispatch(&mut encoder, &self.pipelines.grid_density, &group, groups);
+            ctx.queue.submit([encoder.finish()]);
+            out.extend(download::<f32>(ctx, &density, count as usize)?);
+            first += count;
+        }
+        Ok(out)
+    }
+
+    /// (rgb, σ) at world positions.
+    pub fn query(&self, points: &[[f32; 3]]) -> Result<Vec<[f32; 4]>> {
+        if points.is_empty() {
+            return Ok(vec![]);
+        }
+        let ctx = &self.ctx;
+        let padded: Vec<[f32; 4]> = points.iter().map(|p| [p[0], p[1], p[2], 0.0]).collect();
+        let groups = dispatch_size((points.len() as u32).div_ceil(64));
+        let query = uniform(
+            ctx,
+            "point query",
+            &QueryUniform {
+                count: points.len() as u32,
+                first: 0,
+                groups_x: groups.0,
+                pad: 0,
+                origin: [0.0; 4],
+                step: [0.0; 4],
+            },
+        );
+        let input = storage_with(ctx, "points", &padded);
+        let values = storage(ctx, "values", 16 * points.len() as u64);
+        let group = bind(
+            ctx,
+            &self.pipelines.point_query,
+            &[
+                (0, &query),
+                (1, &self.params),
+                (2, &self.levels),
+                (4, &input),
+                (5, &values),
+            ],
+        );
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        dispatch(&mut encoder, &self.pipelines.point_query, &group, groups);
+        ctx.queue.submit([encoder.finish()]);
+        download(ctx, &values, points.len())
     }
 }
 

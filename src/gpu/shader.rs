@@ -10,6 +10,7 @@ pub const RENDER: &str = include_str!("../../shaders/render.wgsl");
 pub const FIELD_BACKWARD: &str = include_str!("../../shaders/field_backward.wgsl");
 pub const ADAM: &str = include_str!("../../shaders/adam.wgsl");
 pub const OCCUPANCY: &str = include_str!("../../shaders/occupancy.wgsl");
+pub const FIELD_QUERY: &str = include_str!("../../shaders/field_query.wgsl");
 pub const BACKGROUND: &str = include_str!("../../shaders/background.wgsl");
 pub const BACKGROUND_BACKWARD: &str = include_str!("../../shaders/background_backward.wgsl");
 
@@ -68,6 +69,7 @@ pub struct Sources {
     pub adam: String,
     pub occupancy: String,
     pub background_backward: String,
+    pub query: String,
 }
 
 impl Sources {
@@ -83,6 +85,7 @@ impl Sources {
             .concat(),
             adam: ADAM.to_string(),
             occupancy: [head.as_str(), FIELD_EVAL, OCCUPANCY].concat(),
+            query: [head.as_str(), FIELD_EVAL, FIELD_QUERY].concat(),
             background_backward: [
                 head.as_str(),
                 grad_accumulator(float_atomics),
