@@ -44,3 +44,17 @@ fn eval_field(p: vec3<f32>) -> FieldValue {
     let x = raw + blob(p);
     return FieldValue(softplus(x), sigmoid(x), vec3<f32>(sigmoid(pre.x), sigmoid(pre.y), sigmoid(pre.z)));
 }
+
+// σ alone (density grids, occupancy): the albedo MLP is skipped.
+fn eval_density(p: vec3<f32>) -> f32 {
+    let f = encode(p);
+    var raw = 0.0;
+    for (var j = 0u; j < HIDDEN; j++) {
+        var hd = 0.0;
+        for (var k = 0u; k < WIDTH; k++) {
+            hd += params[DENSITY_W1 + j * WIDTH + k] * f[k];
+        }
+        raw += params[DENSITY_W2 + j] * max(hd, 0.0);
+    }
+    return softplus(raw + blob(p));
+}

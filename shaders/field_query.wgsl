@@ -33,7 +33,7 @@ fn grid_density(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let c = vec3<f32>(f32(i % n), f32((i / n) % n), f32(i / (n * n)));
-    density[local] = eval_field(query.origin.xyz + c * query.step.xyz).sigma;
+    density[local] = eval_density(query.origin.xyz + c * query.step.xyz);
 }
 
 @compute @workgroup_size(64)

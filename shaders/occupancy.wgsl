@@ -22,5 +22,5 @@ fn occupancy_values(@builtin(global_invocation_id) gid: vec3<u32>) {
     let h = pcg_hash(cell ^ pcg_hash(work.seed));
     let r = vec3<f32>(f32(h & 1023u), f32((h >> 10u) & 1023u), f32((h >> 20u) & 1023u)) / 1024.0;
     let p = ((vec3<f32>(c) + r) / f32(OCC_RES) * 2.0 - 1.0) * RADIUS;
-    values[cell] = eval_field(p).sigma * work.step_size;
+    values[cell] = eval_density(p) * work.step_size;
 }

@@ -1,4 +1,6 @@
-//! What the benchmark examples share: timing statistics and peak memory.
+//! What the benchmark examples share: timing statistics and peak memory (each example uses
+//! a subset).
+#![allow(dead_code)]
 
 /// Peak resident memory of this process (Linux `VmHWM`), in bytes.
 pub fn peak_rss_bytes() -> anyhow::Result<u64> {

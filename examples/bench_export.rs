@@ -1,0 +1,47 @@
+//! Mesh export timings on this machine's wgpu adapter: density grid on the GPU, isosurface,
+//! clean-up, albedo queries and the GLB, at a given grid resolution, for a field whose surface
+//! is the initial density blob (a sphere, as a fresh `generate` run starts).
+//!
+//!     cargo run --release --example bench_export -- --resolution 256
+
+use anyhow::Result;
+use dream3d::field::FieldConfig;
+use dream3d::gpu::{GpuContext, GpuField};
+use dream3d::mesh::export::{extract, ExportSettings};
+use dream3d::mesh::gltf::{to_glb, GlbContents};
+use std::sync::Arc;
+use std::time::Instant;
+
+mod common;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let resolution: u32 = common::arg(&args, "--resolution").map_or(Ok(256), |r| r.parse())?;
+    let ctx = Arc::new(GpuContext::new()?);
+    let config = FieldConfig::default();
+    let field = GpuField::new(ctx.clone(), config.clone(), &config.init_params(0))?;
+    let settings = ExportSettings {
+        resolution,
+        threshold: 5.0,
+        ..ExportSettings::default()
+    };
+    let start = Instant::now();
+    let (mesh, colors) = extract(&field, &settings)?;
+    let extracted = start.elapsed().as_secs_f64();
+    let glb = to_glb(&GlbContents {
+        mesh: &mesh,
+        colors: Some(&colors),
+        metadata: serde_json::json!({}),
+    })?;
+    let total = start.elapsed().as_secs_f64();
+    println!(
+        "{} | {resolution}³ | {:.2} s extract, {:.2} s total | {} vertices, {} triangles, {:.1} MB",
+        ctx.describe(),
+        extracted,
+        total,
+        mesh.positions.len(),
+        mesh.triangles.len(),
+        glb.len() as f64 / 1e6
+    );
+    Ok(())
+}
