@@ -1,6 +1,8 @@
 //! The multi-view UNet against the official MVDream code (tests/fixtures/mvdream_tiny: random
 //! weights saved under the official names, inputs and outputs made with the official code).
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use dream3d::models::unet::{UNetTrace, Views};
 use dream3d::models::UNet2DConditionModel;
@@ -36,20 +38,6 @@ fn model() -> UNet2DConditionModel {
     )
     .unwrap()
     .0
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 fn timesteps(t: &Tensor) -> Vec<f64> {
@@ -99,7 +87,7 @@ fn four_views_match_with_every_block_and_the_embedding() {
         )
         .unwrap();
     assert!(
-        max_diff(&emb, &e["mv4.emb"]) <= TOL,
+        common::max_abs_diff(&emb, &e["mv4.emb"]) <= TOL,
         "time + camera embedding"
     );
     let features = Tensor::from_vec(
@@ -108,21 +96,23 @@ fn four_views_match_with_every_block_and_the_embedding() {
         &Device::Cpu,
     )
     .unwrap();
-    assert!(max_diff(&features, &e["mv4.t_emb_sinusoidal"]) <= TOL);
+    assert!(common::max_abs_diff(&features, &e["mv4.t_emb_sinusoidal"]) <= TOL);
 
     let mut trace = UNetTrace::default();
     let out = run(&unet, "mv4", 4, true, Some(&mut trace));
     for (k, t) in trace.input_blocks.iter().enumerate() {
-        let err = max_diff(t, &e[&format!("mv4.input_blocks.{k}")]);
+        let err = common::max_abs_diff(t, &e[&format!("mv4.input_blocks.{k}")]);
         assert!(err <= TOL, "input_blocks.{k}: {err}");
     }
-    assert!(max_diff(trace.middle_block.as_ref().unwrap(), &e["mv4.middle_block"]) <= TOL);
+    assert!(
+        common::max_abs_diff(trace.middle_block.as_ref().unwrap(), &e["mv4.middle_block"]) <= TOL
+    );
     assert_eq!(trace.output_blocks.len(), 6);
     for (k, t) in trace.output_blocks.iter().enumerate() {
-        let err = max_diff(t, &e[&format!("mv4.output_blocks.{k}")]);
+        let err = common::max_abs_diff(t, &e[&format!("mv4.output_blocks.{k}")]);
         assert!(err <= TOL, "output_blocks.{k}: {err}");
     }
-    let err = max_diff(&out, &e["mv4.out"]);
+    let err = common::max_abs_diff(&out, &e["mv4.out"]);
     eprintln!("mv4: max abs error {err:.2e}");
     assert!(err <= TOL, "mv4.out {err}");
 }
@@ -131,10 +121,10 @@ fn four_views_match_with_every_block_and_the_embedding() {
 fn two_objects_and_plain_2d_mode_match() {
     let unet = model();
     let e = load("expected.safetensors");
-    let err = max_diff(&run(&unet, "mv8", 4, true, None), &e["mv8.out"]);
+    let err = common::max_abs_diff(&run(&unet, "mv8", 4, true, None), &e["mv8.out"]);
     eprintln!("mv8: max abs error {err:.2e}");
     assert!(err <= TOL, "mv8.out {err}");
-    let err = max_diff(&run(&unet, "sd2", 1, false, None), &e["sd2.out"]);
+    let err = common::max_abs_diff(&run(&unet, "sd2", 1, false, None), &e["sd2.out"]);
     eprintln!("sd2: max abs error {err:.2e}");
     assert!(err <= TOL, "sd2.out {err}");
 }

@@ -128,6 +128,20 @@ pub fn dispatch(
     pass.dispatch_workgroups(x, y, 1);
 }
 
+/// Binds `entries` to `pipeline`'s group 0 and submits one dispatch over `groups` (work
+/// submitted to the queue runs in order).
+pub fn run(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    entries: &[(u32, &wgpu::Buffer)],
+    groups: (u32, u32),
+) {
+    let group = bind(ctx, pipeline, entries);
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    dispatch(&mut encoder, pipeline, &group, groups);
+    ctx.queue.submit([encoder.finish()]);
+}
+
 /// A compute pipeline for `entry` of WGSL `source` (layout inferred from the shader).
 pub fn pipeline(ctx: &GpuContext, label: &str, source: &str, entry: &str) -> wgpu::ComputePipeline {
     let module = ctx

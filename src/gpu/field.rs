@@ -2,9 +2,7 @@
 //! back-propagating image gradients into parameter gradients, the optimiser step and the
 //! occupancy grid.
 
-use super::buffers::{
-    bind, dispatch, dispatch_size, download, pipeline, storage, storage_with, uniform,
-};
+use super::buffers::{dispatch_size, download, pipeline, run, storage, storage_with, uniform};
 use super::shader::Sources;
 use super::GpuContext;
 use crate::camera::Camera;
@@ -320,7 +318,7 @@ impl GpuField {
         };
         let counts = storage(ctx, "sample counts", 4 * rays as u64);
         let frame_buffer = uniform(ctx, "frame", &frame);
-        let group = bind(
+        run(
             ctx,
             &self.pipelines.render,
             &[
@@ -333,15 +331,8 @@ impl GpuField {
                 (6, &last.depth),
                 (7, &counts),
             ],
-        );
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        dispatch(
-            &mut encoder,
-            &self.pipelines.render,
-            &group,
             dispatch_size(rays.div_ceil(64)),
         );
-        ctx.queue.submit([encoder.finish()]);
         let rendered = Rendered {
             color: download(ctx, &last.color, rays as usize)?,
             depth: download(ctx, &last.depth, rays as usize)?,
@@ -371,7 +362,7 @@ impl GpuField {
         let frame_buffer = uniform(ctx, "frame", &last.frame);
         let grad_buffer = storage_with(ctx, "grad color", grad_color);
         if let Some(background) = &self.pipelines.background_backward {
-            let group = bind(
+            run(
                 ctx,
                 background,
                 &[
@@ -382,15 +373,8 @@ impl GpuField {
                     (4, &self.grads),
                     (5, &grad_buffer),
                 ],
-            );
-            let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            dispatch(
-                &mut encoder,
-                background,
-                &group,
                 dispatch_size((rays as u32).div_ceil(256)),
             );
-            ctx.queue.submit([encoder.finish()]);
         }
         // Where each ray's samples go: the exclusive prefix sum of the forward counts.
         let mut offsets = Vec::with_capacity(rays);
@@ -411,7 +395,7 @@ impl GpuField {
         }
         let offsets = storage_with(ctx, "sample offsets", &offsets);
         let sample_grads = storage(ctx, "sample grads", total * SAMPLE_GRAD_BYTES);
-        let rays_group = bind(
+        run(
             ctx,
             &self.pipelines.ray_backward,
             &[
@@ -425,6 +409,7 @@ impl GpuField {
                 (8, &grad_buffer),
                 (9, &sample_grads),
             ],
+            dispatch_size((rays as u32).div_ceil(64)),
         );
         let groups = dispatch_size((total as u32).div_ceil(SAMPLES_PER_GROUP));
         let work = uniform(
@@ -436,7 +421,7 @@ impl GpuField {
                 pad: [0; 2],
             },
         );
-        let field_group = bind(
+        run(
             ctx,
             &self.pipelines.field_backward,
             &[
@@ -446,21 +431,8 @@ impl GpuField {
                 (3, &sample_grads),
                 (4, &self.grads),
             ],
-        );
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        dispatch(
-            &mut encoder,
-            &self.pipelines.ray_backward,
-            &rays_group,
-            dispatch_size((rays as u32).div_ceil(64)),
-        );
-        dispatch(
-            &mut encoder,
-            &self.pipelines.field_backward,
-            &field_group,
             groups,
         );
-        ctx.queue.submit([encoder.finish()]);
         ctx.wait()
     }
 
@@ -485,7 +457,7 @@ impl GpuField {
         };
         let ctx = &self.ctx;
         let step_buffer = uniform(ctx, "adam step", &step);
-        let group = bind(
+        run(
             ctx,
             &self.pipelines.adam,
             &[
@@ -495,10 +467,8 @@ impl GpuField {
                 (3, &self.moment1),
                 (4, &self.moment2),
             ],
+            groups,
         );
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        dispatch(&mut encoder, &self.pipelines.adam, &group, groups);
-        ctx.queue.submit([encoder.finish()]);
         ctx.wait()
     }
 
@@ -523,7 +493,7 @@ impl GpuField {
             },
         );
         let values = storage(ctx, "occupancy values", 4 * cells as u64);
-        let group = bind(
+        run(
             ctx,
             &self.pipelines.occupancy,
             &[
@@ -532,15 +502,8 @@ impl GpuField {
                 (2, &self.levels),
                 (3, &values),
             ],
-        );
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        dispatch(
-            &mut encoder,
-            &self.pipelines.occupancy,
-            &group,
             (cells.div_ceil(64), 1),
         );
-        ctx.queue.submit([encoder.finish()]);
         let fresh: Vec<f32> = download(ctx, &values, cells as usize)?;
         self.occupancy.update(&fresh, decay, threshold);
         ctx.queue.write_buffer(
@@ -579,7 +542,7 @@ impl GpuField {
                 },
             );
             let density = storage(ctx, "density", 4 * count);
-            let group = bind(
+            run(
                 ctx,
                 &self.pipelines.grid_density,
                 &[
@@ -588,10 +551,8 @@ impl GpuField {
                     (2, &self.levels),
                     (3, &density),
                 ],
+                groups,
             );
-            let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            dispatch(&mut encoder, &self.pipelines.grid_density, &group, groups);
-            ctx.queue.submit([encoder.finish()]);
             out.extend(download::<f32>(ctx, &density, count as usize)?);
             first += count;
         }
@@ -620,7 +581,7 @@ impl GpuField {
         );
         let input = storage_with(ctx, "points", &padded);
         let values = storage(ctx, "values", 16 * points.len() as u64);
-        let group = bind(
+        run(
             ctx,
             &self.pipelines.point_query,
             &[
@@ -630,10 +591,8 @@ impl GpuField {
                 (4, &input),
                 (5, &values),
             ],
+            groups,
         );
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        dispatch(&mut encoder, &self.pipelines.point_query, &group, groups);
-        ctx.queue.submit([encoder.finish()]);
         download(ctx, &values, points.len())
     }
 }
