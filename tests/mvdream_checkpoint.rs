@@ -444,6 +444,34 @@ fn four_view_previews_from_a_checkpoint_with_its_yaml() {
     assert_ne!(read("0000-view0.png"), read("0000-view1.png"));
     assert_ne!(read("0000-view0.png"), read("0001-view0.png"));
 
+    // `--init-noise` gives every object the same 4 views' latents: with a plain prompt (σ = 0)
+    // both objects come out the same.
+    let noise = common::uniform(&[4, 4, 16, 16], 5, DType::F32);
+    candle_core::safetensors::save(
+        &HashMap::from([("latents".to_string(), noise)]),
+        dir.path().join("noise.safetensors"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
+        .current_dir(dir.path())
+        .args([
+            "sample",
+            "--mvdream",
+            "tiny-4view.safetensors",
+            "--prompt",
+            "a chair",
+        ])
+        .args(["-n", "2", "--steps", "2", "--width", "32", "--height", "32"])
+        .args(["--init-noise", "noise.safetensors", "-o", "same"])
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    let same = dir.path().join("same");
+    for v in 0..4 {
+        let view = |o: usize| std::fs::read(same.join(format!("{o:04}-view{v}.png"))).unwrap();
+        assert_eq!(view(0), view(1), "view {v}");
+    }
+
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
         .current_dir(dir.path())
         .args([
