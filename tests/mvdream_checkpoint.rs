@@ -502,21 +502,26 @@ fn pickles_are_read_flat_or_under_state_dict() {
     }
 }
 
+/// `dream3d convert ARGS` run in `dir`.
+fn convert(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
+        .current_dir(dir)
+        .arg("convert")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn convert_writes_a_checked_safetensors_copy() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny-4view.safetensors");
     write_tiny_checkpoint(&path);
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
-            .current_dir(dir.path())
-            .arg("convert")
-            .args(args)
-            .output()
-            .unwrap()
-    };
     // The tiny checkpoint is not sd-v2-base.yaml's size: the check names a misplaced tensor.
-    let out = run(&["tiny-4view.safetensors", "-o", "copy.safetensors"]);
+    let out = convert(
+        dir.path(),
+        &["tiny-4view.safetensors", "-o", "copy.safetensors"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an MVDream checkpoint"));
     assert!(
@@ -524,18 +529,13 @@ fn convert_writes_a_checked_safetensors_copy() {
         "nothing written"
     );
 
-    // With its architecture beside it, the copy is written and loads to the same networks.
+    // With its architecture beside it, the copy is written and loads.
     let dir = tempfile::tempdir().unwrap();
     write_consistent_tiny(dir.path());
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
-            .current_dir(dir.path())
-            .arg("convert")
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = run(&["tiny-4view.safetensors", "-o", "copy.safetensors"]);
+    let out = convert(
+        dir.path(),
+        &["tiny-4view.safetensors", "-o", "copy.safetensors"],
+    );
     common::assert_success(&out);
     let arch = MvdreamArchitecture::from_yaml(&dir.path().join("tiny-4view.yaml")).unwrap();
     let copy = MvdreamModel::load(
@@ -545,7 +545,10 @@ fn convert_writes_a_checked_safetensors_copy() {
         &Device::Cpu,
     );
     assert!(copy.is_ok());
-    let again = run(&["tiny-4view.safetensors", "-o", "copy.safetensors"]);
+    let again = convert(
+        dir.path(),
+        &["tiny-4view.safetensors", "-o", "copy.safetensors"],
+    );
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 }
 
