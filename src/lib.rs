@@ -19,6 +19,7 @@ pub mod prompt;
 pub mod sample;
 pub mod stable_diffusion;
 pub mod tokenizer;
+pub mod turntable;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -176,3 +176,43 @@ fn bad_exports_are_explained_and_write_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn turntables_orbit_the_object_into_frames_and_a_gif() {
+    use image::AnimationDecoder;
+    let dir = tempfile::tempdir().unwrap();
+    let (checkpoint, _) = field_checkpoint(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_dream3d"))
+        .current_dir(dir.path())
+        .args([
+            "render",
+            checkpoint.to_str().unwrap(),
+            "--turntable",
+            "-o",
+            "spin",
+        ])
+        .args(["--frames", "6", "--size", "24"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spin = dir.path().join("spin");
+    for i in 0..6 {
+        let frame = image::open(spin.join(format!("frame_{i:04}.png")))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(frame.dimensions(), (24, 24));
+        // The blob sits in the middle, darker than the white background at the corner.
+        let (centre, corner) = (frame.get_pixel(12, 12)[0], frame.get_pixel(0, 0)[0]);
+        assert!(
+            centre < corner && corner == 255,
+            "frame {i}: centre {centre}, corner {corner}"
+        );
+    }
+    let gif = std::fs::File::open(spin.join("turntable.gif")).unwrap();
+    let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(gif)).unwrap();
+    assert_eq!(decoder.into_frames().count(), 6);
+}

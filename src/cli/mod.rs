@@ -6,6 +6,7 @@ mod export;
 mod fit;
 mod import;
 mod info;
+mod render;
 mod sample;
 
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Convert official DreamDistribution outputs (.pt context, .npz moments) to a distribution file.
     Import(import::ImportArgs),
+    /// Render a field: a turntable of frames and an animated GIF.
+    Render(render::RenderArgs),
     /// Draw images from a prompt distribution (or a plain prompt) with Stable Diffusion.
     Sample(Box<sample::SampleArgs>),
     /// Show where each component of a model was found, its architecture and parameter counts.
@@ -46,6 +49,7 @@ impl Cli {
             Command::Fit(args) => fit::run(*args),
             Command::Import(args) => import::run(args),
             Command::Info(args) => info::run(args),
+            Command::Render(args) => render::run(args),
             Command::Sample(args) => sample::run(*args),
         }
     }
