@@ -90,8 +90,7 @@ impl StableDiffusion {
 
     /// Image resolution in pixels the UNet was trained at (512 for 2.1-base, 768 for 2.1).
     pub fn resolution(&self) -> Option<usize> {
-        let latent = self.unet.config.sample_size()?;
-        Some(latent * self.vae.config.downscale())
+        crate::sample::Models::from(self).resolution()
     }
 }
 

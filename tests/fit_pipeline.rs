@@ -255,8 +255,8 @@ fn bad_reference_folders_are_explained() {
 }
 
 fn cli(cwd: &Path, args: &[&str]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"));
-    cmd.current_dir(cwd).args(args);
+    let mut cmd = common::dream3d(cwd);
+    cmd.args(args);
     cmd
 }
 

@@ -2,6 +2,8 @@
 //! errors or warnings, that reads back identically with the `gltf` crate, and the errors for
 //! bad input.
 
+mod common;
+
 use dream3d::field::FieldConfig;
 use dream3d::gpu::{GpuContext, GpuField};
 use dream3d::mesh::export::{extract, ExportSettings};
@@ -31,8 +33,7 @@ fn field_checkpoint(dir: &Path) -> (PathBuf, GpuField) {
 }
 
 fn export(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dream3d"))
-        .current_dir(dir)
+    common::dream3d(dir)
         .arg("export")
         .args(args)
         .output()
@@ -182,8 +183,7 @@ fn turntables_orbit_the_object_into_frames_and_a_gif() {
     use image::AnimationDecoder;
     let dir = tempfile::tempdir().unwrap();
     let (checkpoint, _) = field_checkpoint(dir.path());
-    let out = Command::new(env!("CARGO_BIN_EXE_dream3d"))
-        .current_dir(dir.path())
+    let out = common::dream3d(dir.path())
         .args([
             "render",
             checkpoint.to_str().unwrap(),

@@ -406,8 +406,7 @@ fn write_consistent_tiny(dir: &Path) {
 fn four_view_previews_from_a_checkpoint_with_its_yaml() {
     let dir = tempfile::tempdir().unwrap();
     write_consistent_tiny(dir.path());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
-        .current_dir(dir.path())
+    let out = common::dream3d(dir.path())
         .args([
             "sample",
             "--mvdream",
@@ -452,8 +451,7 @@ fn four_view_previews_from_a_checkpoint_with_its_yaml() {
         dir.path().join("noise.safetensors"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
-        .current_dir(dir.path())
+    let out = common::dream3d(dir.path())
         .args([
             "sample",
             "--mvdream",
@@ -472,8 +470,7 @@ fn four_view_previews_from_a_checkpoint_with_its_yaml() {
         assert_eq!(view(0), view(1), "view {v}");
     }
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
-        .current_dir(dir.path())
+    let out = common::dream3d(dir.path())
         .args([
             "sample",
             "--mvdream",
@@ -504,8 +501,7 @@ fn pickles_are_read_flat_or_under_state_dict() {
 
 /// `dream3d convert ARGS` run in `dir`.
 fn convert(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"))
-        .current_dir(dir)
+    common::dream3d(dir)
         .arg("convert")
         .args(args)
         .output()

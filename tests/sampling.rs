@@ -51,8 +51,7 @@ fn latest() -> PathBuf {
 
 /// Runs dream3d in `cwd` with `--model` pointing at the tiny model.
 fn run_in(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dream3d"))
-        .current_dir(cwd)
+    common::dream3d(cwd)
         .args(args)
         .args(["--model", common::sd_tiny_dir().to_str().unwrap()])
         .output()

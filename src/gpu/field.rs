@@ -140,8 +140,8 @@ struct LastRender {
     frame: FrameUniform,
     cameras: wgpu::Buffer,
     color: wgpu::Buffer,
-    depth: wgpu::Buffer,
-    counts: Vec<u32>,
+    /// Samples each ray used (read back only when a backward pass needs them).
+    counts: wgpu::Buffer,
 }
 
 pub struct GpuField {
@@ -313,10 +313,9 @@ impl GpuField {
             frame,
             cameras: storage_with(ctx, "cameras", &camera_data),
             color: storage(ctx, "color", 16 * rays as u64),
-            depth: storage(ctx, "depth", 4 * rays as u64),
-            counts: vec![],
+            counts: storage(ctx, "sample counts", 4 * rays as u64),
         };
-        let counts = storage(ctx, "sample counts", 4 * rays as u64);
+        let depth = storage(ctx, "depth", 4 * rays as u64);
         let frame_buffer = uniform(ctx, "frame", &frame);
         run(
             ctx,
@@ -328,19 +327,16 @@ impl GpuField {
                 (3, &self.levels),
                 (4, &self.occupancy_bits),
                 (5, &last.color),
-                (6, &last.depth),
-                (7, &counts),
+                (6, &depth),
+                (7, &last.counts),
             ],
             dispatch_size(rays.div_ceil(64)),
         );
         let rendered = Rendered {
             color: download(ctx, &last.color, rays as usize)?,
-            depth: download(ctx, &last.depth, rays as usize)?,
+            depth: download(ctx, &depth, rays as usize)?,
         };
-        self.last = Some(LastRender {
-            counts: download(ctx, &counts, rays as usize)?,
-            ..last
-        });
+        self.last = Some(last);
         Ok(rendered)
     }
 
@@ -377,9 +373,10 @@ impl GpuField {
             );
         }
         // Where each ray's samples go: the exclusive prefix sum of the forward counts.
+        let counts: Vec<u32> = download(ctx, &last.counts, rays)?;
         let mut offsets = Vec::with_capacity(rays);
         let mut total = 0u64;
-        for &c in &last.counts {
+        for &c in &counts {
             offsets.push(total as u32);
             total += c as u64;
         }

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use dream3d::weights::{Lookup, ModelFiles};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `tests/fixtures/sd_tiny`: a tiny random SD 2.x model in diffusers layout plus parity tensors
 /// made with diffusers (see its README.txt).
@@ -69,4 +69,11 @@ pub fn assert_success(out: &std::process::Output) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The `dream3d` binary under test, run in `cwd`.
+pub fn dream3d(cwd: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"));
+    cmd.current_dir(cwd);
+    cmd
 }
