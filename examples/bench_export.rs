@@ -2,13 +2,13 @@
 //! clean-up, albedo queries and the GLB, at a given grid resolution, for a field whose surface
 //! is the initial density blob (a sphere, as a fresh `generate` run starts).
 //!
-//!     cargo run --release --example bench_export -- --resolution 256
+//!     cargo run --release --example bench_export -- --resolution 256 [--texture 1024]
 
 use anyhow::Result;
 use dream3d::field::FieldConfig;
 use dream3d::gpu::{GpuContext, GpuField};
-use dream3d::mesh::export::{extract, ExportSettings};
-use dream3d::mesh::gltf::{to_glb, GlbContents};
+use dream3d::mesh::export::{bake_texture, extract, ExportSettings};
+use dream3d::mesh::gltf::{to_glb, GlbContents, Surface};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,11 +28,30 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let (mesh, colors) = extract(&field, &settings)?;
     let extracted = start.elapsed().as_secs_f64();
-    let glb = to_glb(&GlbContents {
-        mesh: &mesh,
-        colors: Some(&colors),
-        metadata: serde_json::json!({}),
-    })?;
+    let normals = mesh.vertex_normals();
+    let glb = match common::arg(&args, "--texture") {
+        Some(side) => {
+            let (atlas, image) = bake_texture(&field, &mesh, side.parse()?)?;
+            let normals: Vec<[f32; 3]> =
+                atlas.source.iter().map(|&v| normals[v as usize]).collect();
+            println!("texture {side}²: {} charts", atlas.charts);
+            to_glb(&GlbContents {
+                mesh: &atlas.mesh,
+                normals: &normals,
+                surface: Surface::Texture {
+                    uvs: &atlas.uvs,
+                    image: &image,
+                },
+                metadata: serde_json::json!({}),
+            })?
+        }
+        None => to_glb(&GlbContents {
+            mesh: &mesh,
+            normals: &normals,
+            surface: Surface::VertexColors(&colors),
+            metadata: serde_json::json!({}),
+        })?,
+    };
     let total = start.elapsed().as_secs_f64();
     println!(
         "{} | {resolution}³ | {:.2} s extract, {:.2} s total | {} vertices, {} triangles, {:.1} MB",

@@ -70,6 +70,14 @@ pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
     })
 }
 
+/// The image encoded as PNG.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    let mut bytes = std::io::Cursor::new(vec![]);
+    img.write_to(&mut bytes, ImageFormat::Png)
+        .map_err(|e| Error::Input(format!("encoding a PNG: {e}")))?;
+    Ok(bytes.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

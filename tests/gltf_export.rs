@@ -6,7 +6,7 @@ mod common;
 
 use dream3d::field::FieldConfig;
 use dream3d::gpu::{GpuContext, GpuField};
-use dream3d::mesh::export::{extract, ExportSettings};
+use dream3d::mesh::export::{bake_texture, extract, ExportSettings};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -76,7 +76,13 @@ fn exports_validate_and_read_back_identically() {
         "{topo:?}"
     );
 
-    for (name, extra) in [("colour.glb", None), ("plain.glb", Some("--no-color"))] {
+    let (atlas, texture) = bake_texture(&field, &mesh, 64).unwrap();
+
+    for (name, extra) in [
+        ("colour.glb", &[][..]),
+        ("plain.glb", &["--no-color"][..]),
+        ("texture.glb", &["--texture", "64"][..]),
+    ] {
         let mut args = vec![
             checkpoint.to_str().unwrap(),
             "-o",
@@ -98,7 +104,7 @@ fn exports_validate_and_read_back_identically() {
         assert_eq!(issues["numErrors"], 0, "{name}: {issues}");
         assert_eq!(issues["numWarnings"], 0, "{name}: {issues}");
 
-        let (doc, buffers, _) = gltf::import(&glb).unwrap();
+        let (doc, buffers, images) = gltf::import(&glb).unwrap();
         assert_eq!(
             doc.as_json().asset.generator.as_deref(),
             Some(dream3d::mesh::gltf::GENERATOR)
@@ -106,15 +112,29 @@ fn exports_validate_and_read_back_identically() {
         assert!(doc.as_json().extras.is_some(), "run metadata in extras");
         let primitive = doc.meshes().next().unwrap().primitives().next().unwrap();
         let reader = primitive.reader(|b| Some(&buffers[b.index()]));
+        let written = if name == "texture.glb" {
+            &atlas.mesh
+        } else {
+            &mesh
+        };
         let positions: Vec<[f32; 3]> = reader.read_positions().unwrap().collect();
         let indices: Vec<u32> = reader.read_indices().unwrap().into_u32().collect();
-        assert_eq!(positions.len(), mesh.positions.len());
+        assert_eq!(positions.len(), written.positions.len());
         assert_eq!(
             indices,
-            mesh.triangles.iter().flatten().copied().collect::<Vec<_>>()
+            written
+                .triangles
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>()
         );
         // Y up, centred, unit-sized: our (x, y, z) is glTF's (x, z, −y) up to centre and scale.
-        let turned: Vec<[f32; 3]> = mesh.positions.iter().map(|p| [p[0], p[2], -p[1]]).collect();
+        let turned: Vec<[f32; 3]> = written
+            .positions
+            .iter()
+            .map(|p| [p[0], p[2], -p[1]])
+            .collect();
         let lo: Vec<f32> = (0..3)
             .map(|k| turned.iter().map(|p| p[k]).fold(f32::MAX, f32::min))
             .collect();
@@ -128,9 +148,8 @@ fn exports_validate_and_read_back_identically() {
                 assert!((got[k] - expect).abs() < 1e-6);
             }
         }
-        match reader.read_colors(0) {
-            Some(c) => {
-                assert!(extra.is_none());
+        match (extra, reader.read_colors(0), reader.read_tex_coords(0)) {
+            ([], Some(c), None) => {
                 let linear: Vec<[f32; 3]> = c.into_rgb_f32().collect();
                 for (l, s) in linear.iter().zip(&colors) {
                     for k in 0..3 {
@@ -143,7 +162,40 @@ fn exports_validate_and_read_back_identically() {
                     }
                 }
             }
-            None => assert!(extra.is_some(), "the colour export has COLOR_0"),
+            (["--no-color"], None, None) => assert!(images.is_empty()),
+            (["--texture", _], None, Some(uvs)) => {
+                let uvs: Vec<[f32; 2]> = uvs.into_f32().collect();
+                assert_eq!(uvs, atlas.uvs);
+                assert_eq!(images.len(), 1);
+                assert_eq!((images[0].width, images[0].height), (64, 64));
+                assert_eq!(images[0].pixels, texture.as_raw().as_slice());
+                // The texture at a triangle's centroid shows the field's albedo there.
+                let centroids: Vec<[f32; 3]> = atlas
+                    .mesh
+                    .triangles
+                    .iter()
+                    .map(|t| {
+                        std::array::from_fn(|k| {
+                            t.iter()
+                                .map(|&v| atlas.mesh.positions[v as usize][k])
+                                .sum::<f32>()
+                                / 3.0
+                        })
+                    })
+                    .collect();
+                let albedo = field.query(&centroids).unwrap();
+                for (t, want) in atlas.mesh.triangles.iter().zip(&albedo) {
+                    let uv: [f32; 2] = std::array::from_fn(|k| {
+                        t.iter().map(|&v| uvs[v as usize][k]).sum::<f32>() / 3.0
+                    });
+                    let texel = texture.get_pixel((uv[0] * 64.0) as u32, (uv[1] * 64.0) as u32);
+                    for k in 0..3 {
+                        let got = texel[k] as f32 / 255.0;
+                        assert!((got - want[k]).abs() < 0.03, "{texel:?} vs {want:?}");
+                    }
+                }
+            }
+            _ => panic!("{name}: unexpected attributes"),
         }
     }
 }

@@ -4,8 +4,8 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use dream3d::gpu::{GpuContext, GpuField};
-use dream3d::mesh::export::{extract, ExportSettings};
-use dream3d::mesh::gltf::{write_glb, GlbContents};
+use dream3d::mesh::export::{bake_texture, extract, ExportSettings};
+use dream3d::mesh::gltf::{write_glb, GlbContents, Surface};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,9 +25,12 @@ pub struct ExportArgs {
     /// Density of the surface (threestudio's 25).
     #[arg(long, default_value_t = 25.0)]
     threshold: f32,
-    /// Write geometry only, without per-vertex albedo.
-    #[arg(long)]
+    /// Write geometry only, without albedo.
+    #[arg(long, conflicts_with = "texture")]
     no_color: bool,
+    /// Bake the albedo into an N×N texture over a UV atlas instead of per-vertex colours.
+    #[arg(long, value_name = "N")]
+    texture: Option<u32>,
     /// Replace an existing output file.
     #[arg(long)]
     force: bool,
@@ -58,24 +61,55 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         ..ExportSettings::default()
     };
     let (mesh, colors) = extract(&field, &settings)?;
-    let metadata = serde_json::json!({
+    let mut metadata = serde_json::json!({
         "source": checkpoint.display().to_string(),
         "step": field.step,
         "export": settings,
         "field": field.config,
     });
-    write_glb(
-        &args.output,
-        &GlbContents {
-            mesh: &mesh,
-            colors: (!args.no_color).then_some(colors.as_slice()),
-            metadata,
-        },
-    )?;
+    let normals = mesh.vertex_normals();
+    let written = match args.texture {
+        Some(side) => {
+            let (atlas, image) = bake_texture(&field, &mesh, side)?;
+            metadata["texture"] = serde_json::json!({ "size": side, "charts": atlas.charts });
+            let normals: Vec<[f32; 3]> =
+                atlas.source.iter().map(|&v| normals[v as usize]).collect();
+            write_glb(
+                &args.output,
+                &GlbContents {
+                    mesh: &atlas.mesh,
+                    normals: &normals,
+                    surface: Surface::Texture {
+                        uvs: &atlas.uvs,
+                        image: &image,
+                    },
+                    metadata,
+                },
+            )?;
+            atlas.mesh
+        }
+        None => {
+            let surface = if args.no_color {
+                Surface::Plain
+            } else {
+                Surface::VertexColors(&colors)
+            };
+            write_glb(
+                &args.output,
+                &GlbContents {
+                    mesh: &mesh,
+                    normals: &normals,
+                    surface,
+                    metadata,
+                },
+            )?;
+            mesh
+        }
+    };
     eprintln!(
         "{} vertices, {} triangles written to {}",
-        mesh.positions.len(),
-        mesh.triangles.len(),
+        written.positions.len(),
+        written.triangles.len(),
         args.output.display()
     );
     Ok(())

@@ -1,5 +1,7 @@
-//! From a field to a mesh: density on a grid (GPU), isosurface, clean-up, albedo per vertex.
+//! From a field to a mesh: density on a grid (GPU), isosurface, clean-up, albedo per vertex
+//! or baked into a texture atlas.
 
+use super::atlas::{self, Atlas};
 use super::isosurface::Grid;
 use super::TriangleMesh;
 use crate::error::{Error, Result};
@@ -56,10 +58,28 @@ pub fn extract(
             peak * 0.5
         )));
     }
-    let colors = field
-        .query(&mesh.positions)?
-        .into_iter()
-        .map(|v| [v[0], v[1], v[2]])
-        .collect();
+    let colors = albedo(field, &mesh.positions)?;
     Ok((mesh, colors))
+}
+
+/// The field's albedo (sRGB) at `points`, queried in slices that keep GPU buffers small.
+fn albedo(field: &GpuField, points: &[[f32; 3]]) -> Result<Vec<[f32; 3]>> {
+    const SLICE: usize = 1 << 20;
+    let mut colors = Vec::with_capacity(points.len());
+    for slice in points.chunks(SLICE) {
+        colors.extend(field.query(slice)?.into_iter().map(|v| [v[0], v[1], v[2]]));
+    }
+    Ok(colors)
+}
+
+/// The surface unwrapped onto a `side`×`side` atlas and the field's albedo baked into it.
+pub fn bake_texture(
+    field: &GpuField,
+    mesh: &TriangleMesh,
+    side: u32,
+) -> Result<(Atlas, image::RgbImage)> {
+    let atlas = atlas::unwrap(mesh, side)?;
+    let points: Vec<[f32; 3]> = atlas.texels.iter().map(|&(_, p)| p).collect();
+    let image = atlas.bake(&albedo(field, &points)?)?;
+    Ok((atlas, image))
 }

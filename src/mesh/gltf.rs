@@ -1,6 +1,7 @@
 //! Binary glTF 2.0 (`.glb`) of a coloured triangle mesh, as every viewer expects it: Y up (our
-//! world is Z up), centred, unit-sized, vertex colours in linear space on an unlit material,
-//! 4-byte-aligned buffer views, POSITION bounds, and the run's metadata in `extras`.
+//! world is Z up), centred, unit-sized, albedo as linear vertex colours or an embedded sRGB
+//! PNG texture on an unlit material, 4-byte-aligned buffer views, POSITION bounds, and the
+//! run's metadata in `extras`.
 
 use super::TriangleMesh;
 use crate::error::{Error, Result};
@@ -13,11 +14,26 @@ use std::path::Path;
 /// glTF's `asset.generator`.
 pub const GENERATOR: &str = concat!("dream3d ", env!("CARGO_PKG_VERSION"));
 
-/// What to write besides the geometry.
+/// How the surface is coloured.
+pub enum Surface<'a> {
+    /// Geometry only.
+    Plain,
+    /// Per-vertex albedo in sRGB [0, 1].
+    VertexColors(&'a [[f32; 3]]),
+    /// Albedo baked into an sRGB image, with per-vertex texture coordinates.
+    Texture {
+        uvs: &'a [[f32; 2]],
+        image: &'a image::RgbImage,
+    },
+}
+
+/// What to write.
 pub struct GlbContents<'a> {
     pub mesh: &'a TriangleMesh,
-    /// Per-vertex albedo in sRGB [0, 1].
-    pub colors: Option<&'a [[f32; 3]]>,
+    /// Unit vertex normals (Z up), one per vertex: split vertices of a texture atlas keep
+    /// those of the surface they were cut from.
+    pub normals: &'a [[f32; 3]],
+    pub surface: Surface<'a>,
     /// Stored in the document's `extras` (settings, seeds, source run).
     pub metadata: serde_json::Value,
 }
@@ -65,7 +81,21 @@ pub fn to_glb(contents: &GlbContents) -> Result<Vec<u8>> {
         .iter()
         .map(|p| std::array::from_fn(|k| (p[k] - centre[k]) / size))
         .collect();
-    let normals: Vec<[f32; 3]> = mesh.vertex_normals().into_iter().map(y_up).collect();
+    let n = positions.len();
+    for (what, count) in
+        [("normals", contents.normals.len())]
+            .into_iter()
+            .chain(match contents.surface {
+                Surface::Plain => None,
+                Surface::VertexColors(c) => Some(("vertex colours", c.len())),
+                Surface::Texture { uvs, .. } => Some(("texture coordinates", uvs.len())),
+            })
+    {
+        if count != n {
+            return Err(Error::Input(format!("{count} {what} for {n} vertices")));
+        }
+    }
+    let normals: Vec<[f32; 3]> = contents.normals.iter().map(|&v| y_up(v)).collect();
 
     let mut root = json::Root {
         asset: json::Asset {
@@ -79,7 +109,7 @@ pub fn to_glb(contents: &GlbContents) -> Result<Vec<u8>> {
         ..Default::default()
     };
     let mut bin: Vec<u8> = vec![];
-    let mut view = |root: &mut json::Root, bytes: &[u8], target: json::buffer::Target| {
+    let mut view = |root: &mut json::Root, bytes: &[u8], target: Option<json::buffer::Target>| {
         let offset = bin.len();
         bin.extend_from_slice(bytes);
         bin.resize(bin.len().next_multiple_of(4), 0);
@@ -89,15 +119,16 @@ pub fn to_glb(contents: &GlbContents) -> Result<Vec<u8>> {
             byte_offset: Some(USize64::from(offset)),
             byte_stride: None,
             name: None,
-            target: Some(Valid(target)),
+            target: target.map(Valid),
             extensions: None,
             extras: Default::default(),
         })
     };
-    let vec3_accessor = |root: &mut json::Root,
-                         view: json::Index<json::buffer::View>,
-                         count: usize,
-                         min_max: Option<([f32; 3], [f32; 3])>| {
+    let float_accessor = |root: &mut json::Root,
+                          view: json::Index<json::buffer::View>,
+                          type_: json::accessor::Type,
+                          count: usize,
+                          min_max: Option<([f32; 3], [f32; 3])>| {
         root.push(json::Accessor {
             buffer_view: Some(view),
             byte_offset: None,
@@ -107,7 +138,7 @@ pub fn to_glb(contents: &GlbContents) -> Result<Vec<u8>> {
             )),
             extensions: None,
             extras: Default::default(),
-            type_: Valid(json::accessor::Type::Vec3),
+            type_: Valid(type_),
             min: min_max.map(|(lo, _)| serde_json::json!(lo)),
             max: min_max.map(|(_, hi)| serde_json::json!(hi)),
             name: None,
@@ -115,35 +146,72 @@ pub fn to_glb(contents: &GlbContents) -> Result<Vec<u8>> {
             sparse: None,
         })
     };
-    let array = json::buffer::Target::ArrayBuffer;
-    let n = positions.len();
+    let array = Some(json::buffer::Target::ArrayBuffer);
+    let vec3 = json::accessor::Type::Vec3;
     let position_view = view(&mut root, bytemuck::cast_slice(&positions), array);
-    let position = vec3_accessor(&mut root, position_view, n, Some(bounds(&positions)));
+    let position = float_accessor(&mut root, position_view, vec3, n, Some(bounds(&positions)));
     let normal_view = view(&mut root, bytemuck::cast_slice(&normals), array);
-    let normal = vec3_accessor(&mut root, normal_view, n, None);
+    let normal = float_accessor(&mut root, normal_view, vec3, n, None);
     let mut attributes = BTreeMap::from([
         (Valid(json::mesh::Semantic::Positions), position),
         (Valid(json::mesh::Semantic::Normals), normal),
     ]);
-    if let Some(colors) = contents.colors {
-        if colors.len() != n {
-            return Err(Error::Input(format!(
-                "{} vertex colours for {n} vertices",
-                colors.len()
-            )));
+    let mut base_color_texture = None;
+    match contents.surface {
+        Surface::Plain => {}
+        Surface::VertexColors(colors) => {
+            let linear: Vec<[f32; 3]> = colors
+                .iter()
+                .map(|c| c.map(|v| srgb_to_linear(v.clamp(0.0, 1.0))))
+                .collect();
+            let color_view = view(&mut root, bytemuck::cast_slice(&linear), array);
+            let color = float_accessor(&mut root, color_view, vec3, n, None);
+            attributes.insert(Valid(json::mesh::Semantic::Colors(0)), color);
         }
-        let linear: Vec<[f32; 3]> = colors
-            .iter()
-            .map(|c| c.map(|v| srgb_to_linear(v.clamp(0.0, 1.0))))
-            .collect();
-        let color_view = view(&mut root, bytemuck::cast_slice(&linear), array);
-        let color = vec3_accessor(&mut root, color_view, n, None);
-        attributes.insert(Valid(json::mesh::Semantic::Colors(0)), color);
+        Surface::Texture { uvs, image } => {
+            let uv_view = view(&mut root, bytemuck::cast_slice(uvs), array);
+            let uv = float_accessor(&mut root, uv_view, json::accessor::Type::Vec2, n, None);
+            attributes.insert(Valid(json::mesh::Semantic::TexCoords(0)), uv);
+            let png = crate::imaging::png_bytes(image)?;
+            let image_view = view(&mut root, &png, None);
+            let source = root.push(json::Image {
+                buffer_view: Some(image_view),
+                mime_type: Some(json::image::MimeType("image/png".into())),
+                name: Some("albedo".into()),
+                uri: None,
+                extensions: None,
+                extras: Default::default(),
+            });
+            // Charts are padded: clamping keeps lookups at the atlas border inside it.
+            let clamp = Valid(json::texture::WrappingMode::ClampToEdge);
+            let sampler = root.push(json::texture::Sampler {
+                mag_filter: Some(Valid(json::texture::MagFilter::Linear)),
+                min_filter: Some(Valid(json::texture::MinFilter::LinearMipmapLinear)),
+                name: None,
+                wrap_s: clamp,
+                wrap_t: clamp,
+                extensions: None,
+                extras: Default::default(),
+            });
+            let texture = root.push(json::Texture {
+                name: None,
+                sampler: Some(sampler),
+                source,
+                extensions: None,
+                extras: Default::default(),
+            });
+            base_color_texture = Some(json::texture::Info {
+                index: texture,
+                tex_coord: 0,
+                extensions: None,
+                extras: Default::default(),
+            });
+        }
     }
     let index_view = view(
         &mut root,
         bytemuck::cast_slice(&mesh.triangles),
-        json::buffer::Target::ElementArrayBuffer,
+        Some(json::buffer::Target::ElementArrayBuffer),
     );
     let indices = root.push(json::Accessor {
         buffer_view: Some(index_view),
@@ -166,6 +234,7 @@ pub fn to_glb(contents: &GlbContents) -> Result<Vec<u8>> {
         pbr_metallic_roughness: json::material::PbrMetallicRoughness {
             metallic_factor: json::material::StrengthFactor(0.0),
             roughness_factor: json::material::StrengthFactor(1.0),
+            base_color_texture,
             ..Default::default()
         },
         extensions: Some(json::extensions::material::Material {

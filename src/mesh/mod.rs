@@ -1,6 +1,7 @@
 //! Triangle meshes extracted from the field: the isosurface, clean-up (floaters, duplicate
 //! vertices), normals, and the measures tests check (area, volume, topology).
 
+pub mod atlas;
 pub mod export;
 pub mod gltf;
 pub mod isosurface;
@@ -24,6 +25,28 @@ pub fn face_normal(positions: &[[f32; 3]], f: [u32; 3]) -> [f32; 3] {
         u[2] * v[0] - u[0] * v[2],
         u[0] * v[1] - u[1] * v[0],
     ]
+}
+
+/// Union-find over `0..n` (path halving).
+pub(crate) struct DisjointSets(Vec<u32>);
+
+impl DisjointSets {
+    pub(crate) fn new(n: usize) -> Self {
+        Self((0..n as u32).collect())
+    }
+
+    pub(crate) fn find(&mut self, mut i: u32) -> u32 {
+        while self.0[i as usize] != i {
+            self.0[i as usize] = self.0[self.0[i as usize] as usize];
+            i = self.0[i as usize];
+        }
+        i
+    }
+
+    pub(crate) fn union(&mut self, a: u32, b: u32) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        self.0[rb as usize] = ra;
+    }
 }
 
 /// Edge and orientation counts of a mesh.
@@ -75,27 +98,12 @@ impl TriangleMesh {
     /// Drops connected components (by shared vertices) with fewer than `fraction` of the
     /// largest one's triangles, and the vertices no triangle uses.
     pub fn remove_small_components(&mut self, fraction: f64) {
-        let n = self.positions.len();
-        let mut parent: Vec<u32> = (0..n as u32).collect();
-        fn find(parent: &mut [u32], mut i: u32) -> u32 {
-            while parent[i as usize] != i {
-                parent[i as usize] = parent[parent[i as usize] as usize];
-                i = parent[i as usize];
-            }
-            i
-        }
+        let mut sets = DisjointSets::new(self.positions.len());
         for t in &self.triangles {
-            let r0 = find(&mut parent, t[0]);
-            for &v in &t[1..] {
-                let r = find(&mut parent, v);
-                parent[r as usize] = r0;
-            }
+            sets.union(t[0], t[1]);
+            sets.union(t[0], t[2]);
         }
-        let roots: Vec<u32> = self
-            .triangles
-            .iter()
-            .map(|t| find(&mut parent, t[0]))
-            .collect();
+        let roots: Vec<u32> = self.triangles.iter().map(|t| sets.find(t[0])).collect();
         let mut sizes: HashMap<u32, usize> = HashMap::new();
         for r in &roots {
             *sizes.entry(*r).or_default() += 1;
