@@ -76,12 +76,12 @@ fn charts(mesh: &TriangleMesh) -> Vec<Chart> {
     }
     let mut by_root: HashMap<u32, usize> = HashMap::new();
     let mut charts: Vec<Chart> = vec![];
-    for f in 0..mesh.triangles.len() {
+    for (f, &(axis, _)) in classes.iter().enumerate() {
         let root = sets.find(f as u32);
         let index = *by_root.entry(root).or_insert_with(|| {
             charts.push(Chart {
                 faces: vec![],
-                axis: classes[f].0,
+                axis,
             });
             charts.len() - 1
         });
