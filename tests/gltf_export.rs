@@ -1,12 +1,15 @@
 //! `dream3d export`: a field's surface as glTF 2.0 that the Khronos validator accepts with no
-//! errors or warnings, that reads back identically with the `gltf` crate, and the errors for
-//! bad input.
+//! errors or warnings, that reads back identically with the `gltf` crate, that three.js shows
+//! upright and in its colours in a browser, and the errors for bad input.
 
 mod common;
 
 use dream3d::field::FieldConfig;
 use dream3d::gpu::{GpuContext, GpuField};
 use dream3d::mesh::export::{bake_texture, extract, ExportSettings};
+use dream3d::mesh::gltf::{write_glb, GlbContents, Surface};
+use dream3d::mesh::isosurface::Grid;
+use dream3d::mesh::TriangleMesh;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -267,4 +270,134 @@ fn turntables_orbit_the_object_into_frames_and_a_gif() {
     let gif = std::fs::File::open(spin.join("turntable.gif")).unwrap();
     let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(gif)).unwrap();
     assert_eq!(decoder.into_frames().count(), 6);
+}
+
+/// An upright ellipsoid (semi-axes 0.25, 0.25, 0.5 with z up) on a 64³ grid, red above its
+/// equator and blue below.
+fn red_over_blue() -> (TriangleMesh, impl Fn([f32; 3]) -> [f32; 3]) {
+    let n = 64;
+    let c = |i: usize| -1.0 + 2.0 * i as f32 / (n - 1) as f32;
+    let values: Vec<f32> = (0..n * n * n)
+        .map(|i| {
+            let p = [c(i % n) / 0.25, c(i / n % n) / 0.25, c(i / (n * n)) / 0.5];
+            1.0 - (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt()
+        })
+        .collect();
+    let mut mesh = Grid {
+        values: &values,
+        dims: [n; 3],
+        min: [-1.0; 3],
+        max: [1.0; 3],
+    }
+    .isosurface(0.0);
+    mesh.weld();
+    let color = |p: [f32; 3]| {
+        if p[2] > 0.0 {
+            [1.0, 0.0, 0.0]
+        } else {
+            [0.0, 0.0, 1.0]
+        }
+    };
+    (mesh, color)
+}
+
+/// three.js' GLTFLoader in headless Chromium (`tests/js/render_glb.mjs`): an orthographic
+/// view along −Z framing [−0.75, 0.75]² with Y up, on black.
+fn browser_view(glb: &Path, size: u32) -> image::RgbImage {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/three").is_dir() && Path::new("/usr/bin/chromium").exists(),
+        "the browser check needs npm ci --prefix tests/js and Debian's chromium (.ci/run installs both)"
+    );
+    let png = glb.with_extension("png");
+    let out = Command::new("node")
+        .arg(js.join("render_glb.mjs"))
+        .arg(glb)
+        .arg(&png)
+        .arg(size.to_string())
+        .output()
+        .expect("node (Node.js) on the PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    image::open(&png).unwrap().to_rgb8()
+}
+
+#[test]
+fn browsers_show_exports_upright_and_in_their_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mesh, color) = red_over_blue();
+    let normals = mesh.vertex_normals();
+    let colors: Vec<[f32; 3]> = mesh.positions.iter().map(|&p| color(p)).collect();
+    let atlas = dream3d::mesh::atlas::unwrap(&mesh, 256).unwrap();
+    let texels: Vec<[f32; 3]> = atlas.texels.iter().map(|&(_, p)| color(p)).collect();
+    let texture = atlas.bake(&texels).unwrap();
+    let atlas_normals: Vec<[f32; 3]> = atlas.source.iter().map(|&v| normals[v as usize]).collect();
+    let files = [
+        (
+            "vertex-colours.glb",
+            GlbContents {
+                mesh: &mesh,
+                normals: &normals,
+                surface: Surface::VertexColors(&colors),
+                metadata: serde_json::json!({}),
+            },
+        ),
+        (
+            "texture.glb",
+            GlbContents {
+                mesh: &atlas.mesh,
+                normals: &atlas_normals,
+                surface: Surface::Texture {
+                    uvs: &atlas.uvs,
+                    image: &texture,
+                },
+                metadata: serde_json::json!({}),
+            },
+        ),
+    ];
+    let size = 256;
+    for (name, contents) in &files {
+        let glb = dir.path().join(name);
+        write_glb(&glb, contents).unwrap();
+        let view = browser_view(&glb, size);
+        assert_eq!(view.dimensions(), (size, size));
+        // The object's pixels: unit height (1/1.5 of the frame), half as wide, centred.
+        let lit: Vec<(u32, u32)> = view
+            .enumerate_pixels()
+            .filter(|(_, _, px)| px.0.iter().any(|&c| c > 32))
+            .map(|(x, y, _)| (x, y))
+            .collect();
+        let (x0, x1) = (lit.iter().map(|p| p.0).min(), lit.iter().map(|p| p.0).max());
+        let (y0, y1) = (lit.iter().map(|p| p.1).min(), lit.iter().map(|p| p.1).max());
+        let (width, height) = (x1.unwrap() - x0.unwrap() + 1, y1.unwrap() - y0.unwrap() + 1);
+        let expect = size as f32 / 1.5;
+        assert!(
+            (height as f32 - expect).abs() <= 3.0 && (width as f32 - expect / 2.0).abs() <= 3.0,
+            "{name}: {width}×{height} pixels, expected {}×{expect}",
+            expect / 2.0
+        );
+        assert!(
+            (x0.unwrap() + x1.unwrap()).abs_diff(size - 1) <= 2,
+            "{name}: off centre"
+        );
+        // Upright: red above, blue below, and exactly those colours (unlit, sRGB).
+        for (y, want) in [
+            (size / 2 - size / 6, [255, 0, 0]),
+            (size / 2 + size / 6, [0, 0, 255]),
+        ] {
+            let got = view.get_pixel(size / 2, y).0;
+            assert!(
+                got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) <= 3),
+                "{name}: pixel at row {y} is {got:?}, expected {want:?}"
+            );
+        }
+        assert_eq!(
+            view.get_pixel(2, 2).0,
+            [0, 0, 0],
+            "{name}: black background"
+        );
+    }
 }
