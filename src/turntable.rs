@@ -1,5 +1,6 @@
-//! Turntable previews of a field: views orbiting the object at a fixed elevation, as frames
-//! and an animated GIF (threestudio's evaluation cameras by default).
+//! Turntable previews: views orbiting the object at a fixed elevation, as frames and an
+//! animated GIF (threestudio's evaluation cameras by default), of a field (volume rendering)
+//! or of a mesh (rasterised).
 
 use crate::camera::Camera;
 use crate::error::{Error, Result};
@@ -43,10 +44,10 @@ impl Turntable {
         Camera::orbit(self.elevation, azimuth, self.distance, self.fov_y)
     }
 
-    /// Renders every frame (deterministic mid-step samples), calling `on_frame` after each.
+    /// Renders every frame with `view`, calling `on_frame` after each.
     pub fn render(
         &self,
-        field: &mut GpuField,
+        mut view: impl FnMut(&Camera) -> Result<RgbImage>,
         mut on_frame: impl FnMut(u32),
     ) -> Result<Vec<RgbImage>> {
         if self.frames == 0 || self.size == 0 || self.fps == 0 {
@@ -54,22 +55,32 @@ impl Turntable {
                 "--frames, --size and --fps must be at least 1".into(),
             ));
         }
+        (0..self.frames)
+            .map(|i| {
+                let frame = view(&self.camera(i))?;
+                on_frame(i);
+                Ok(frame)
+            })
+            .collect()
+    }
+
+    /// A field's view (deterministic mid-step samples along each ray).
+    pub fn field_view(&self, field: &mut GpuField, camera: &Camera) -> Result<RgbImage> {
         let settings = RenderSettings {
             samples_per_ray: self.samples_per_ray,
             ..RenderSettings::default()
         };
-        (0..self.frames)
-            .map(|i| {
-                let out = field.render(&[self.camera(i)], self.size, self.size, &settings)?;
-                let mut img = RgbImage::new(self.size, self.size);
-                for (px, c) in img.pixels_mut().zip(&out.color) {
-                    *px =
-                        Rgb([c[0], c[1], c[2]].map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8));
-                }
-                on_frame(i);
-                Ok(img)
-            })
-            .collect()
+        let out = field.render(
+            std::slice::from_ref(camera),
+            self.size,
+            self.size,
+            &settings,
+        )?;
+        let mut img = RgbImage::new(self.size, self.size);
+        for (px, c) in img.pixels_mut().zip(&out.color) {
+            *px = Rgb([c[0], c[1], c[2]].map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8));
+        }
+        Ok(img)
     }
 
     /// An endlessly looping GIF of `frames` at this turntable's frame rate, written atomically.

@@ -401,3 +401,128 @@ fn browsers_show_exports_upright_and_in_their_colours() {
         );
     }
 }
+
+#[test]
+fn mesh_turntables_match_the_projected_geometry() {
+    use dream3d::gpu::mesh_preview::view_projection;
+    use dream3d::turntable::Turntable;
+    let dir = tempfile::tempdir().unwrap();
+    let (mesh, color) = red_over_blue();
+    let colors: Vec<[f32; 3]> = mesh.positions.iter().map(|&p| color(p)).collect();
+    let glb = dir.path().join("object.glb");
+    write_glb(
+        &glb,
+        &GlbContents {
+            mesh: &mesh,
+            normals: &mesh.vertex_normals(),
+            surface: Surface::VertexColors(&colors),
+            metadata: serde_json::json!({}),
+        },
+    )
+    .unwrap();
+    let atlas = dream3d::mesh::atlas::unwrap(&mesh, 128).unwrap();
+    let texels: Vec<[f32; 3]> = atlas.texels.iter().map(|&(_, p)| color(p)).collect();
+    let normals = mesh.vertex_normals();
+    write_glb(
+        &dir.path().join("textured.glb"),
+        &GlbContents {
+            mesh: &atlas.mesh,
+            normals: &atlas
+                .source
+                .iter()
+                .map(|&v| normals[v as usize])
+                .collect::<Vec<_>>(),
+            surface: Surface::Texture {
+                uvs: &atlas.uvs,
+                image: &atlas.bake(&texels).unwrap(),
+            },
+            metadata: serde_json::json!({}),
+        },
+    )
+    .unwrap();
+    // Read back into our Z-up world: the same ellipsoid, centred and unit-sized.
+    let parts = dream3d::mesh::load::read_asset(&glb).unwrap();
+    assert_eq!(parts.len(), 1);
+    let lo: [f32; 3] =
+        std::array::from_fn(|k| mesh.positions.iter().map(|p| p[k]).fold(f32::MAX, f32::min));
+    let hi: [f32; 3] =
+        std::array::from_fn(|k| mesh.positions.iter().map(|p| p[k]).fold(f32::MIN, f32::max));
+    let scale = (0..3).map(|k| hi[k] - lo[k]).fold(0f32, f32::max);
+    for (got, want) in parts[0].positions.iter().zip(&mesh.positions) {
+        let want: [f32; 3] = std::array::from_fn(|k| (want[k] - 0.5 * (lo[k] + hi[k])) / scale);
+        assert!(
+            (0..3).all(|k| (got[k] - want[k]).abs() < 1e-6),
+            "{got:?} vs {want:?}"
+        );
+    }
+    let mesh = TriangleMesh {
+        positions: parts[0].positions.clone(),
+        triangles: mesh.triangles.clone(),
+    };
+
+    let (frames, size) = (4, 96);
+    for name in ["object", "textured"] {
+        let out = common::dream3d(dir.path())
+            .args(["render", &format!("{name}.glb"), "--turntable", "-o", name])
+            .args(["--frames", &frames.to_string(), "--size", &size.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let turntable = Turntable {
+            frames,
+            size,
+            ..Turntable::default()
+        };
+        for i in 0..frames {
+            let frame = image::open(dir.path().join(format!("{name}/frame_{i:04}.png")))
+                .unwrap()
+                .to_rgb8();
+            // CPU reference: the vertices' projected bounding box is the object's on screen.
+            let m = view_projection(&turntable.camera(i));
+            let pixel = |p: [f32; 3]| {
+                let clip = m * nalgebra::Vector4::new(p[0] as f64, p[1] as f64, p[2] as f64, 1.0);
+                let ndc = clip.xyz() / clip.w;
+                [
+                    (ndc.x + 1.0) * 0.5 * size as f64,
+                    (1.0 - ndc.y) * 0.5 * size as f64,
+                ]
+            };
+            let projected: Vec<[f64; 2]> = mesh.positions.iter().map(|&p| pixel(p)).collect();
+            let drawn: Vec<(u32, u32)> = frame
+                .enumerate_pixels()
+                .filter(|(_, _, px)| px.0 != [255, 255, 255])
+                .map(|(x, y, _)| (x, y))
+                .collect();
+            for k in 0..2 {
+                let lo = projected.iter().map(|p| p[k]).fold(f64::MAX, f64::min);
+                let hi = projected.iter().map(|p| p[k]).fold(f64::MIN, f64::max);
+                let coord = |p: &(u32, u32)| if k == 0 { p.0 } else { p.1 } as f64;
+                let first = drawn.iter().map(coord).fold(f64::MAX, f64::min);
+                let last = drawn.iter().map(coord).fold(f64::MIN, f64::max) + 1.0;
+                assert!(
+                (first - lo).abs() < 1.5 && (last - hi).abs() < 1.5,
+                "{name} frame {i}, axis {k}: drawn [{first}, {last}), projected [{lo:.2}, {hi:.2}]"
+            );
+            }
+            // Red above the equator, blue below: upright.
+            for (z, red) in [(0.25f32, true), (-0.25, false)] {
+                let [x, y] = pixel([0.0, 0.0, z]);
+                let px = frame.get_pixel(x as u32, y as u32).0;
+                let (r, b) = (px[0] as i32, px[2] as i32);
+                assert!(
+                    px[1] < 40
+                        && if red {
+                            r > 150 && b < 40
+                        } else {
+                            b > 150 && r < 40
+                        },
+                    "{name} frame {i}, z = {z}: {px:?}"
+                );
+            }
+        }
+    }
+}

@@ -13,6 +13,8 @@ pub const OCCUPANCY: &str = include_str!("../../shaders/occupancy.wgsl");
 pub const FIELD_QUERY: &str = include_str!("../../shaders/field_query.wgsl");
 pub const BACKGROUND: &str = include_str!("../../shaders/background.wgsl");
 pub const BACKGROUND_BACKWARD: &str = include_str!("../../shaders/background_backward.wgsl");
+/// Self-contained (no prelude): mesh previews know nothing of the field.
+pub const MESH_PREVIEW: &str = include_str!("../../shaders/mesh_preview.wgsl");
 
 /// `const` declarations describing the field.
 pub fn prelude(config: &FieldConfig, layout: &ParamLayout) -> String {

@@ -5,6 +5,7 @@ pub mod atlas;
 pub mod export;
 pub mod gltf;
 pub mod isosurface;
+pub mod load;
 
 use std::collections::HashMap;
 
