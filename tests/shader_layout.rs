@@ -5,7 +5,8 @@ use dream3d::field::{Background, FieldConfig};
 use dream3d::gpu::field::{
     AdamUniform, CameraUniform, FrameUniform, OccupancyUniform, WorkUniform,
 };
-use dream3d::gpu::shader::Sources;
+use dream3d::gpu::mesh_preview::ViewUniform;
+use dream3d::gpu::shader::{Sources, MESH_PREVIEW};
 use std::mem::{offset_of, size_of};
 use wgpu::naga;
 
@@ -106,6 +107,8 @@ fn host_structs_match_the_wgsl_layouts() {
     same_layout!(&occupancy, "OccupancyWork", OccupancyUniform, [
         "seed" => seed, "step_size" => step_size, "_pad" => pad,
     ]);
+    let preview = module(MESH_PREVIEW);
+    same_layout!(&preview, "View", ViewUniform, ["view_proj" => view_proj, "eye" => eye]);
     // SampleGrad is written by one kernel and read by another: both must agree with the host's
     // size for it.
     for m in [&render, &backward] {
