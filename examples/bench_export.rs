@@ -1,6 +1,7 @@
 //! Mesh export timings on this machine's wgpu adapter: density grid on the GPU, isosurface,
-//! clean-up, albedo queries and the GLB, at a given grid resolution, for a field whose surface
-//! is the initial density blob (a sphere, as a fresh `generate` run starts).
+//! clean-up, albedo queries (or texture baking) and the GLB, at a given grid resolution, for a
+//! field whose surface is the initial density blob (a sphere, as a fresh `generate` run
+//! starts), with its occupancy grid updated as training leaves it.
 //!
 //!     cargo run --release --example bench_export -- --resolution 256 [--texture 1024]
 
@@ -19,7 +20,14 @@ fn main() -> Result<()> {
     let resolution: u32 = common::arg(&args, "--resolution").map_or(Ok(256), |r| r.parse())?;
     let ctx = Arc::new(GpuContext::new()?);
     let config = FieldConfig::default();
-    let field = GpuField::new(ctx.clone(), config.clone(), &config.init_params(0))?;
+    let mut field = GpuField::new(ctx.clone(), config.clone(), &config.init_params(0))?;
+    for seed in 0..8 {
+        field.update_occupancy(seed, 512, 0.95, 0.01)?;
+    }
+    println!(
+        "occupied cells: {:.1}%",
+        100.0 * field.occupancy.occupied_fraction()
+    );
     let settings = ExportSettings {
         resolution,
         threshold: 5.0,

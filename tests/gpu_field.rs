@@ -275,6 +275,44 @@ fn occupancy_skipping_matches_the_reference() {
 }
 
 #[test]
+fn density_grids_match_the_reference_and_read_zero_in_empty_cells() {
+    let config = small_config();
+    let params = random_params(&config, 7);
+    let mut field = GpuField::new(context(), config.clone(), &params).unwrap();
+    let p64 = to_f64(&params);
+    let reference = ReferenceField::new(&config, &p64);
+    let n = 9;
+    let r = config.radius as f64;
+    let point = |i: usize| {
+        let c = [i % n, i / n % n, i / (n * n)];
+        c.map(|k| -r + 2.0 * r * k as f64 / (n - 1) as f64)
+    };
+    let want: Vec<f64> = (0..n * n * n)
+        .map(|i| reference.eval(point(i)).sigma)
+        .collect();
+    let got = to_f64(&field.density_grid(n as u32).unwrap());
+    let err = relative_error(&got, &want);
+    assert!(err < 1e-5, "relative error {err}");
+
+    field.update_occupancy(3, 48, 0.95, 0.01).unwrap();
+    let grid = field.occupancy.clone();
+    let skipped = field.density_grid(n as u32).unwrap();
+    let mut empty = 0;
+    for (i, (&s, &w)) in skipped.iter().zip(&want).enumerate() {
+        if grid.occupied(point(i), r) {
+            assert!((s as f64 - w).abs() <= 1e-5 * w.abs().max(1.0), "point {i}");
+        } else {
+            assert_eq!(s, 0.0, "point {i} lies in an empty cell");
+            empty += 1;
+        }
+    }
+    assert!(
+        empty > 0 && empty < n * n * n,
+        "{empty} points in empty cells"
+    );
+}
+
+#[test]
 fn adam_step_follows_the_adamw_formula() {
     let config = small_config();
     let params = random_params(&config, 6);

@@ -3,7 +3,7 @@
 
 use dream3d::field::{Background, FieldConfig};
 use dream3d::gpu::field::{
-    AdamUniform, CameraUniform, FrameUniform, OccupancyUniform, WorkUniform,
+    AdamUniform, CameraUniform, FrameUniform, OccupancyUniform, QueryUniform, WorkUniform,
 };
 use dream3d::gpu::mesh_preview::ViewUniform;
 use dream3d::gpu::shader::{Sources, MESH_PREVIEW};
@@ -77,6 +77,7 @@ fn kernels_validate_with_and_without_float_atomics() {
                 &s.adam,
                 &s.occupancy,
                 &s.background_backward,
+                &s.query,
             ] {
                 module(source);
             }
@@ -106,6 +107,11 @@ fn host_structs_match_the_wgsl_layouts() {
     let occupancy = module(&s.occupancy);
     same_layout!(&occupancy, "OccupancyWork", OccupancyUniform, [
         "seed" => seed, "step_size" => step_size, "_pad" => pad,
+    ]);
+    let query = module(&s.query);
+    same_layout!(&query, "Query", QueryUniform, [
+        "count" => count, "first" => first, "groups_x" => groups_x, "skip_empty" => skip_empty,
+        "origin" => origin, "step" => step,
     ]);
     let preview = module(MESH_PREVIEW);
     same_layout!(&preview, "View", ViewUniform, ["view_proj" => view_proj, "eye" => eye]);

@@ -79,7 +79,7 @@ pub struct QueryUniform {
     pub count: u32,
     pub first: u32,
     pub groups_x: u32,
-    pub pad: u32,
+    pub skip_empty: u32,
     pub origin: [f32; 4],
     pub step: [f32; 4],
 }
@@ -514,7 +514,8 @@ impl GpuField {
 }
 
 impl GpuField {
-    /// σ at n³ points spanning the field's box [−radius, radius]³ (x fastest, then y, z).
+    /// σ at n³ points spanning the field's box [−radius, radius]³ (x fastest, then y, z); 0 in
+    /// cells the occupancy grid marks empty, once it is in use (as renders see the field).
     pub fn density_grid(&self, n: u32) -> Result<Vec<f32>> {
         let ctx = &self.ctx;
         let total = (n as u64).pow(3);
@@ -533,7 +534,7 @@ impl GpuField {
                     count: n,
                     first: first as u32,
                     groups_x: groups.0,
-                    pad: 0,
+                    skip_empty: u32::from(self.use_occupancy),
                     origin: [-r, -r, -r, 0.0],
                     step: [step, step, step, 0.0],
                 },
@@ -547,6 +548,7 @@ impl GpuField {
                     (1, &self.params),
                     (2, &self.levels),
                     (3, &density),
+                    (6, &self.occupancy_bits),
                 ],
                 groups,
             );
@@ -571,7 +573,7 @@ impl GpuField {
                 count: points.len() as u32,
                 first: 0,
                 groups_x: groups.0,
-                pad: 0,
+                skip_empty: 0,
                 origin: [0.0; 4],
                 step: [0.0; 4],
             },
