@@ -61,6 +61,9 @@ pub enum Error {
     #[error("invalid input: {0}")]
     Input(String),
 
+    #[error("step {step}: non-finite {what}; the field keeps its state from before this step")]
+    NonFinite { step: u64, what: String },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

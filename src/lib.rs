@@ -4,6 +4,7 @@
 pub mod camera;
 pub mod device;
 pub mod diffusion;
+pub mod distill;
 pub mod error;
 pub mod field;
 pub mod files;
@@ -16,6 +17,7 @@ pub mod mvdream;
 pub mod nn;
 pub mod optim;
 pub mod prompt;
+pub mod run_dir;
 pub mod sample;
 pub mod stable_diffusion;
 pub mod tokenizer;

@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::sd_tiny_files;
 use dream3d::fit::checkpoint::Checkpoint;
-use dream3d::fit::{fit, FitConfig, FitEvent, FitOutcome, RunDir};
+use dream3d::fit::{fit, FitConfig, FitEvent, FitOutcome, RunConfig, RunDir};
 use dream3d::prompt::PromptDistribution;
 use dream3d::stable_diffusion::StableDiffusion;
 use image::{Rgb, RgbImage, Rgba, RgbaImage};
@@ -117,7 +117,8 @@ fn fit_writes_the_run_directory_and_a_usable_distribution() {
     assert_eq!(steps, 6);
     assert_eq!(dist.mu.dims(), [77, 8]);
     assert_eq!(dist.soft_prompts.dims(), [3, 2, 8]);
-    let back = PromptDistribution::load(&run.distribution_path(), &Device::Cpu).unwrap();
+    let back =
+        PromptDistribution::load(&run.path(dream3d::fit::DISTRIBUTION_FILE), &Device::Cpu).unwrap();
     assert_eq!(bits(&back.mu), bits(&dist.mu));
     let metrics = std::fs::read_to_string(run.metrics_path()).unwrap();
     assert_eq!(metrics.lines().count(), 6);
@@ -137,7 +138,7 @@ fn fit_writes_the_run_directory_and_a_usable_distribution() {
         FitConfig::from_toml_file(&run.config_path()).unwrap(),
         config
     );
-    assert!(run.latents_path().is_file());
+    assert!(run.path(dream3d::fit::LATENTS_FILE).is_file());
 }
 
 #[test]
@@ -368,7 +369,7 @@ fn evaluation_loss(sd: &StableDiffusion, config: &FitConfig, run: &RunDir, soft:
         diffusion_loss, encode, gaussian, orthogonality_loss, reparameterize,
     };
     use dream3d::prompt::{Frame, Template};
-    let latents = run.latents_path();
+    let latents = run.path(dream3d::fit::LATENTS_FILE);
     let mut cache = dream3d::weights::TensorFile::read(&latents, &Device::Cpu).unwrap();
     let x0 = (cache.take("mean", None).unwrap() * sd.vae.config.scaling_factor).unwrap();
     let n = x0.dim(0).unwrap();

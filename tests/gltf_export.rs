@@ -43,26 +43,6 @@ fn export(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// The Khronos validator's issues for `file` (`tests/js`: `npm ci --prefix tests/js`).
-fn validate(file: &Path) -> serde_json::Value {
-    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    assert!(
-        js.join("node_modules/gltf-validator").is_dir(),
-        "the glTF validator is not installed: npm ci --prefix tests/js (.ci/run does)"
-    );
-    let out = Command::new("node")
-        .arg(js.join("validate.mjs"))
-        .arg(file)
-        .output()
-        .expect("node (Node.js) on the PATH");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn exports_validate_and_read_back_identically() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,7 +83,7 @@ fn exports_validate_and_read_back_identically() {
             String::from_utf8_lossy(&out.stderr)
         );
         let glb = dir.path().join(name);
-        let issues = validate(&glb);
+        let issues = common::validate_gltf(&glb);
         assert_eq!(issues["numErrors"], 0, "{name}: {issues}");
         assert_eq!(issues["numWarnings"], 0, "{name}: {issues}");
 

@@ -589,3 +589,115 @@ fn an_unknown_text_tower_needs_its_open_clip_config() {
         .to_string();
     assert!(err.contains("ViT-bigG-14.json"), "{err}");
 }
+
+/// A small, fast `generate` configuration: 32² renders of a small field, 32² model input.
+const GENERATE_TOML: &str = r#"
+checkpoint_every = 5
+validate_every = 10
+
+[distill]
+steps = 30
+image_size = 32
+samples_per_ray = 48
+
+[distill.stages]
+milestones = []
+sizes = [32]
+batch = [4]
+
+[distill.field]
+levels = 4
+log2_table_size = 12
+base_resolution = 4
+per_level_scale = 2.0
+hidden = 16
+"#;
+
+#[test]
+fn generate_distils_checkpoints_resumes_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    write_consistent_tiny(dir.path());
+    std::fs::write(dir.path().join("small.toml"), GENERATE_TOML).unwrap();
+    let generate = |extra: &[&str]| {
+        common::dream3d(dir.path())
+            .arg("generate")
+            .args(["--mvdream", "tiny-4view.safetensors"])
+            .args(["--resolution", "48", "--threshold", "5", "--frames", "3"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Interrupted after 10 steps (as a Ctrl-C would be, through --steps), then resumed to 30.
+    let out = generate(&[
+        "--prompt",
+        "a chair",
+        "--config",
+        "small.toml",
+        "--steps",
+        "10",
+        "--seed",
+        "4",
+        "--run-dir",
+        "run",
+        "-o",
+        "first.glb",
+    ]);
+    common::assert_success(&out);
+    let run = dir.path().join("run");
+    for file in [
+        "config.toml",
+        "conditioning.safetensors",
+        "field.safetensors",
+        "metrics.jsonl",
+    ] {
+        assert!(run.join(file).is_file(), "{file}");
+    }
+    assert!(run.join("validation/step-00010.png").is_file());
+    let field = dream3d::gpu::GpuField::load(
+        std::sync::Arc::new(dream3d::gpu::GpuContext::new().unwrap()),
+        &run.join("field.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(field.step, 10);
+
+    let out = generate(&["--resume", "run", "--steps", "30", "-o", "out.glb"]);
+    common::assert_success(&out);
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, (0..30).collect::<Vec<_>>(), "each step logged once");
+    for line in metrics.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(m["loss"].as_f64().unwrap().is_finite());
+        assert!((0..1000).contains(&m["t"].as_u64().unwrap()));
+    }
+    let issues = common::validate_gltf(&dir.path().join("out.glb"));
+    assert_eq!(issues["numErrors"], 0, "{issues}");
+    assert_eq!(issues["numWarnings"], 0, "{issues}");
+    assert!(run.join("turntable.gif").is_file());
+
+    // Only MVDream's 4 views, and runs are not overwritten.
+    let out = generate(&["--prompt", "a chair", "--views", "2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--views 4"));
+    let out = generate(&[
+        "--prompt",
+        "a chair",
+        "--config",
+        "small.toml",
+        "--run-dir",
+        "run",
+        "-o",
+        "again.glb",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--resume"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

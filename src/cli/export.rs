@@ -9,8 +9,7 @@ use dream3d::mesh::gltf::{write_glb, GlbContents, Surface};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The field checkpoint's name inside a run directory.
-pub const FIELD_FILE: &str = "field.safetensors";
+pub use dream3d::distill::run::FIELD_FILE;
 
 #[derive(Args)]
 pub struct ExportArgs {

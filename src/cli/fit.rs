@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use dream3d::fit::{self, FitConfig, FitEvent, FitOutcome, RunDir};
+use dream3d::fit::{self, FitConfig, FitEvent, FitOutcome, RunConfig, RunDir};
 use dream3d::prompt::PositionMode;
 use dream3d::stable_diffusion::StableDiffusion;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -148,7 +148,7 @@ fn default_run_dir(refs: &Path) -> PathBuf {
 pub fn run(args: FitArgs) -> anyhow::Result<()> {
     let (run, config) = match &args.resume {
         Some(dir) => {
-            let (run, mut config) = RunDir::open(dir)?;
+            let (run, mut config) = RunDir::open::<FitConfig>(dir)?;
             if let Some(steps) = args.options.steps {
                 config.steps = steps;
             }
@@ -206,7 +206,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
             eprintln!(
                 "prompt distribution written to {} (and {})",
                 out.display(),
-                run.distribution_path().display()
+                run.path(dream3d::fit::DISTRIBUTION_FILE).display()
             );
         }
         FitOutcome::Interrupted { next_step } => {

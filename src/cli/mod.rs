@@ -4,6 +4,7 @@
 mod convert;
 mod export;
 mod fit;
+mod generate;
 mod import;
 mod info;
 mod render;
@@ -29,11 +30,13 @@ enum Command {
     Fit(Box<fit::FitArgs>),
     /// Write an official MVDream checkpoint (.pt) as safetensors, checked against its architecture.
     Convert(convert::ConvertArgs),
+    /// Make 3D assets: MVDream distilled into a field from a prompt distribution, as glTF.
+    Generate(Box<generate::GenerateArgs>),
     /// Extract a field's surface as a coloured glTF 2.0 binary (.glb).
     Export(export::ExportArgs),
     /// Convert official DreamDistribution outputs (.pt context, .npz moments) to a distribution file.
     Import(import::ImportArgs),
-    /// Render a field: a turntable of frames and an animated GIF.
+    /// Render a field or a mesh: a turntable of frames and an animated GIF.
     Render(render::RenderArgs),
     /// Draw images from a prompt distribution (or a plain prompt) with Stable Diffusion.
     Sample(Box<sample::SampleArgs>),
@@ -47,6 +50,7 @@ impl Cli {
             Command::Convert(args) => convert::run(args),
             Command::Export(args) => export::run(args),
             Command::Fit(args) => fit::run(*args),
+            Command::Generate(args) => generate::run(*args),
             Command::Import(args) => import::run(args),
             Command::Info(args) => info::run(args),
             Command::Render(args) => render::run(args),

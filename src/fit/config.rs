@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::prompt::PositionMode;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -67,19 +67,11 @@ impl Default for FitConfig {
     }
 }
 
+impl crate::run_dir::RunConfig for FitConfig {
+    const COMMAND: &'static str = "fit";
+}
+
 impl FitConfig {
-    pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&text).map_err(|e| Error::BadConfig {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
-    }
-
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("the fit config serialises to TOML")
-    }
-
     /// Rejects settings the method cannot run with, naming the option.
     pub fn validate(&self) -> Result<()> {
         let positive = [

@@ -6,7 +6,6 @@
 pub mod checkpoint;
 pub mod config;
 pub mod images;
-pub mod run_dir;
 
 use crate::error::{Error, Result};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
@@ -14,13 +13,18 @@ use crate::prompt::learner::{
     self, diffusion_loss, encode, encode_with, gaussian, orthogonality_loss, reparameterize,
 };
 use crate::prompt::{DistributionMeta, Frame, PromptDistribution, Template};
+pub use crate::run_dir::{RunConfig, RunDir};
 use crate::stable_diffusion::StableDiffusion;
 use candle_core::{DType, Device, Tensor, Var};
 use checkpoint::Checkpoint;
 pub use config::FitConfig;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
-pub use run_dir::RunDir;
+
+/// Cached crop latents in the run directory.
+pub const LATENTS_FILE: &str = "latents.safetensors";
+/// The fitted distribution in the run directory.
+pub const DISTRIBUTION_FILE: &str = "distribution.safetensors";
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -93,7 +97,7 @@ fn encode_crops(
     resolution: usize,
     run: &RunDir,
 ) -> Result<CachedLatents> {
-    let path = run.latents_path();
+    let path = run.path(LATENTS_FILE);
     let device = sd.unet_device();
     if path.is_file() {
         let mut t = candle_core::safetensors::load(&path, &device)?;
@@ -315,7 +319,7 @@ pub fn fit(
     }
 
     let distribution = distribution(sd, config, &frame, soft.as_tensor())?;
-    distribution.save(&run.distribution_path())?;
+    distribution.save(&run.path(DISTRIBUTION_FILE))?;
     Ok(FitOutcome::Finished(distribution))
 }
 

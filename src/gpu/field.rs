@@ -145,7 +145,7 @@ struct LastRender {
 }
 
 pub struct GpuField {
-    ctx: Arc<GpuContext>,
+    pub ctx: Arc<GpuContext>,
     pub config: FieldConfig,
     pub layout: ParamLayout,
     params: wgpu::Buffer,

@@ -285,6 +285,14 @@ impl AutoencoderKL {
         })
     }
 
+    pub fn device(&self) -> &candle_core::Device {
+        self.encoder.conv_in.weight().device()
+    }
+
+    pub fn dtype(&self) -> candle_core::DType {
+        self.encoder.conv_in.weight().dtype()
+    }
+
     /// Encodes images in [−1, 1] (B × 3 × H × W) to the latent distribution (unscaled).
     pub fn encode(&self, images: &Tensor) -> CResult<LatentDist> {
         let e = &self.encoder;

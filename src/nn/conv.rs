@@ -15,6 +15,10 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Self {
         Self {
             weight,

@@ -77,3 +77,19 @@ pub fn dream3d(cwd: &Path) -> std::process::Command {
     cmd.current_dir(cwd);
     cmd
 }
+
+/// The Khronos glTF validator's report for `file` (`tests/js`: `npm ci --prefix tests/js`).
+pub fn validate_gltf(file: &Path) -> serde_json::Value {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/gltf-validator").is_dir(),
+        "the glTF validator is not installed: npm ci --prefix tests/js (.ci/run does)"
+    );
+    let out = std::process::Command::new("node")
+        .arg(js.join("validate.mjs"))
+        .arg(file)
+        .output()
+        .expect("node (Node.js) on the PATH");
+    assert_success(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -2,16 +2,14 @@
 //! scaling, composition and text edits; numbered PNGs, a contact sheet and a sidecar.
 
 mod init_noise;
-mod multiview;
+pub mod multiview;
 mod sidecar;
-mod source;
+pub mod source;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use dream3d::imaging::{contact_sheet, save_png, square_columns};
-use dream3d::mvdream::checkpoint::find_checkpoint;
-use dream3d::mvdream::yaml_config::config_path;
-use dream3d::mvdream::{MvdreamArchitecture, MvdreamModel};
+use dream3d::mvdream::MvdreamModel;
 use dream3d::prompt::Edit;
 use dream3d::sample::{ImageSampler, ImageSeed, Models, SampleSettings};
 use dream3d::stable_diffusion::StableDiffusion;
@@ -151,17 +149,13 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let dtype = dream3d::device::default_dtype(&device);
     let (loaded, model) = match &args.multiview.mvdream {
         Some(name) => {
-            let path = find_checkpoint(&args.model.lookup(), name)?;
-            eprintln!("MVDream checkpoint: {}", path.display());
-            let arch = match config_path(&path, args.multiview.mvdream_config.as_deref()) {
-                Some(yaml) => {
-                    eprintln!("MVDream architecture: {}", yaml.display());
-                    MvdreamArchitecture::from_yaml(&yaml)?
-                }
-                None => MvdreamArchitecture::default(),
-            };
-            let mv = MvdreamModel::load(&path, &arch, dtype, &device)
-                .with_context(|| format!("loading MVDream from {}", path.display()))?;
+            let mv = multiview::load_mvdream(
+                &args.model.lookup(),
+                name,
+                args.multiview.mvdream_config.as_deref(),
+                dtype,
+                &device,
+            )?;
             (Loaded::MultiView(Box::new(mv)), name.clone())
         }
         None => {

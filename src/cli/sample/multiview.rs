@@ -32,6 +32,30 @@ pub struct MultiViewArgs {
     pub no_asset_suffix: bool,
 }
 
+/// Finds and loads MVDream: `name` is a checkpoint file, a folder or a hub repo id; the
+/// architecture comes from `config`, else a YAML beside the checkpoint, else sd-v2-base's.
+pub fn load_mvdream(
+    lookup: &dream3d::weights::Lookup,
+    name: &str,
+    config: Option<&std::path::Path>,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<dream3d::mvdream::MvdreamModel> {
+    use anyhow::Context;
+    use dream3d::mvdream::{yaml_config::config_path, MvdreamArchitecture, MvdreamModel};
+    let path = dream3d::mvdream::checkpoint::find_checkpoint(lookup, name)?;
+    eprintln!("MVDream checkpoint: {}", path.display());
+    let arch = match config_path(&path, config) {
+        Some(yaml) => {
+            eprintln!("MVDream architecture: {}", yaml.display());
+            MvdreamArchitecture::from_yaml(&yaml)?
+        }
+        None => MvdreamArchitecture::default(),
+    };
+    MvdreamModel::load(&path, &arch, dtype, device)
+        .with_context(|| format!("loading MVDream from {}", path.display()))
+}
+
 /// Resolution of MVDream's previews (the official script's 256 px).
 pub const RESOLUTION: usize = 256;
 

@@ -1,11 +1,30 @@
-//! The run directory of a fit: resolved config, metrics, checkpoint, cached latents and the
-//! final distribution. Every file that matters is written atomically.
+//! A run directory (of `fit` or `generate`): its resolved config, metrics, checkpoints and
+//! results. Every file that matters is written atomically.
 
-use super::config::FitConfig;
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// A run's resolved settings, kept as `config.toml`.
+pub trait RunConfig: Serialize + DeserializeOwned {
+    /// The command whose runs use this config ("fit", "generate").
+    const COMMAND: &'static str;
+
+    fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::BadConfig {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("run configs serialise to TOML")
+    }
+}
 
 pub struct RunDir {
     pub root: PathBuf,
@@ -13,7 +32,7 @@ pub struct RunDir {
 
 impl RunDir {
     /// Creates `root` (refusing one that already holds a run: use `--resume` for that).
-    pub fn create(root: &Path, config: &FitConfig) -> Result<Self> {
+    pub fn create(root: &Path, config: &impl RunConfig) -> Result<Self> {
         if root.join("config.toml").exists() {
             return Err(Error::Input(format!(
                 "{} already holds a run; continue it with --resume {0} or choose another --run-dir",
@@ -29,18 +48,23 @@ impl RunDir {
     }
 
     /// Opens an existing run and its resolved config.
-    pub fn open(root: &Path) -> Result<(Self, FitConfig)> {
+    pub fn open<C: RunConfig>(root: &Path) -> Result<(Self, C)> {
         let run = Self {
             root: root.to_path_buf(),
         };
         if !run.config_path().is_file() {
             return Err(Error::Input(format!(
-                "{} is not a fit run directory (no config.toml)",
-                root.display()
+                "{} is not a {} run directory (no config.toml)",
+                root.display(),
+                C::COMMAND
             )));
         }
-        let config = FitConfig::from_toml_file(&run.config_path())?;
+        let config = C::from_toml_file(&run.config_path())?;
         Ok((run, config))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -49,14 +73,6 @@ impl RunDir {
 
     pub fn checkpoint_path(&self) -> PathBuf {
         self.root.join("checkpoint.safetensors")
-    }
-
-    pub fn latents_path(&self) -> PathBuf {
-        self.root.join("latents.safetensors")
-    }
-
-    pub fn distribution_path(&self) -> PathBuf {
-        self.root.join("distribution.safetensors")
     }
 
     pub fn metrics_path(&self) -> PathBuf {
