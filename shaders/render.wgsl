@@ -35,9 +35,10 @@ fn pixel_ray(ray: u32) -> Ray {
     return camera_ray(cameras[view], pixel % frame.width, pixel / frame.width);
 }
 
-// The colour behind the field along `dir`.
+// The colour behind the field along `dir`: a solid colour when the frame overrides the
+// field's background (w = 1: training's random-colour augmentation).
 fn background(dir: vec3<f32>) -> vec3<f32> {
-    if NEURAL_BACKGROUND {
+    if NEURAL_BACKGROUND && frame.background.w == 0.0 {
         return background_activations(dir).rgb;
     }
     return frame.background.xyz;

@@ -40,7 +40,7 @@ pub enum Error {
         supported: String,
     },
 
-    #[error("{path}: invalid JSON: {reason}")]
+    #[error("{path}: cannot read this configuration: {reason}")]
     BadConfig { path: PathBuf, reason: String },
 
     #[error("{path}: {reason}")]

@@ -72,6 +72,7 @@ fn settings() -> RenderSettings {
         samples_per_ray: 48,
         early_stop: 1e-4,
         stratified_seed: Some(7),
+        background: None,
     }
 }
 
@@ -87,23 +88,30 @@ fn relative_error(a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn gpu_forward_and_gradients_match_the_reference() {
-    check_against_reference(small_config());
+    check_against_reference(small_config(), settings());
 }
 
 #[test]
 fn gpu_neural_background_matches_the_reference() {
-    check_against_reference(FieldConfig {
+    let config = FieldConfig {
         background: Background::neural(),
         ..small_config()
-    });
+    };
+    check_against_reference(config.clone(), settings());
+    // Training's random-colour augmentation: a solid colour instead, and no gradient for the
+    // background network.
+    let augmented = RenderSettings {
+        background: Some([0.2, 0.5, 0.9]),
+        ..settings()
+    };
+    check_against_reference(config, augmented);
 }
 
-fn check_against_reference(config: FieldConfig) {
+fn check_against_reference(config: FieldConfig, s: RenderSettings) {
     let params = random_params(&config, 1);
     let ctx = context();
     let mut field = GpuField::new(ctx, config.clone(), &params).unwrap();
     let cams = cameras();
-    let s = settings();
     let got = field.render(&cams, W, H, &s).unwrap();
 
     let p64 = to_f64(&params);

@@ -590,7 +590,8 @@ fn an_unknown_text_tower_needs_its_open_clip_config() {
     assert!(err.contains("ViT-bigG-14.json"), "{err}");
 }
 
-/// A small, fast `generate` configuration: 32² renders of a small field, 32² model input.
+/// A small, fast `generate` configuration: 64² renders of a small field with a neural
+/// background (augmented half of the time), 32² model input.
 const GENERATE_TOML: &str = r#"
 checkpoint_every = 5
 validate_every = 10
@@ -602,7 +603,7 @@ samples_per_ray = 48
 
 [distill.stages]
 milestones = []
-sizes = [32]
+sizes = [64]
 batch = [4]
 
 [distill.field]
@@ -611,6 +612,7 @@ log2_table_size = 12
 base_resolution = 4
 per_level_scale = 2.0
 hidden = 16
+background = { neural = { hidden = 8 } }
 "#;
 
 #[test]
@@ -705,14 +707,21 @@ fn generate_distils_checkpoints_resumes_and_exports() {
 #[test]
 fn multiview_guidance_conditions_the_unet_as_mvdream_threestudio() {
     use dream3d::camera::Camera;
-    use dream3d::distill::guidance::{latent_gradient, Guidance, GuidanceSettings, MultiViewGuidance};
+    use dream3d::distill::guidance::{
+        latent_gradient, Guidance, GuidanceSettings, MultiViewGuidance,
+    };
     use dream3d::models::unet::Views;
     let dir = tempfile::tempdir().unwrap();
     write_consistent_tiny(dir.path());
     let arch = MvdreamArchitecture::from_yaml(&dir.path().join("tiny-4view.yaml")).unwrap();
     let dev = Device::Cpu;
-    let mv = MvdreamModel::load(&dir.path().join("tiny-4view.safetensors"), &arch, DType::F32, &dev)
-        .unwrap();
+    let mv = MvdreamModel::load(
+        &dir.path().join("tiny-4view.safetensors"),
+        &arch,
+        DType::F32,
+        &dev,
+    )
+    .unwrap();
     let cond = common::uniform(&[1, 77, 32], 1, DType::F32);
     let uncond = common::uniform(&[1, 77, 32], 2, DType::F32);
     let guidance = MultiViewGuidance {

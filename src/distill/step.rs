@@ -8,7 +8,7 @@ use super::latents::LatentEncoder;
 use super::schedule::{Stages, TimestepSchedule};
 use crate::camera::{Camera, CameraRanges};
 use crate::error::{Error, Result};
-use crate::field::{FieldConfig, RenderSettings};
+use crate::field::{Background, FieldConfig, RenderSettings};
 use crate::gpu::{AdamConfig, GpuField};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -50,6 +50,9 @@ pub struct DistillSettings {
     /// Square size the diffusion model sees (renders are resized to it).
     pub image_size: usize,
     pub samples_per_ray: u32,
+    /// Probability that a step's views are rendered over one random solid colour instead of
+    /// the field's background (threestudio's `random_aug`, shared by the batch).
+    pub background_augmentation: f64,
     pub occupancy: OccupancySettings,
     pub field: FieldConfig,
     pub adam: AdamConfig,
@@ -67,8 +70,13 @@ impl Default for DistillSettings {
             cameras: CameraRanges::default(),
             image_size: 256,
             samples_per_ray: 512,
+            background_augmentation: 0.5,
             occupancy: OccupancySettings::default(),
-            field: FieldConfig::default(),
+            // threestudio's neural environment map behind the object.
+            field: FieldConfig {
+                background: Background::neural(),
+                ..FieldConfig::default()
+            },
             adam: AdamConfig::default(),
             seed: 0,
         }
@@ -85,6 +93,12 @@ impl DistillSettings {
             ));
         }
         self.stages.check(self.views).map_err(Error::Input)?;
+        if !(0.0..=1.0).contains(&self.background_augmentation) {
+            return bad(format!(
+                "background_augmentation = {}: a probability in [0, 1]",
+                self.background_augmentation
+            ));
+        }
         if self.image_size % 8 != 0 || self.image_size < 32 {
             return bad(format!(
                 "image_size = {}: use a multiple of 8 of at least 32 (MVDream: 256)",
@@ -170,6 +184,8 @@ impl Distiller {
         let settings = RenderSettings {
             samples_per_ray: s.samples_per_ray,
             stratified_seed: Some(rng.random()),
+            background: (rng.random::<f64>() < s.background_augmentation)
+                .then(|| [rng.random(), rng.random(), rng.random()]),
             ..RenderSettings::default()
         };
         let rendered = self.field.render(&cameras, size, size, &settings)?;

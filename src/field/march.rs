@@ -12,6 +12,9 @@ pub struct RenderSettings {
     pub early_stop: f32,
     /// Seed of the per-ray random step offset; `None` puts samples mid-step (evaluation).
     pub stratified_seed: Option<u32>,
+    /// A solid colour that replaces the field's background in this render (threestudio's
+    /// random background augmentation); the background then gets no gradient.
+    pub background: Option<[f32; 3]>,
 }
 
 impl Default for RenderSettings {
@@ -20,6 +23,7 @@ impl Default for RenderSettings {
             samples_per_ray: 512,
             early_stop: 1e-4,
             stratified_seed: None,
+            background: None,
         }
     }
 }

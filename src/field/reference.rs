@@ -318,6 +318,14 @@ pub fn samples(
         .collect()
 }
 
+/// The colour behind the field along `ray` in a render with these settings.
+fn background(field: &ReferenceField, ray: &Ray, settings: &RenderSettings) -> [f64; 3] {
+    match settings.background {
+        Some(c) => c.map(f64::from),
+        None => field.background(ray),
+    }
+}
+
 /// Front-to-back compositing with early termination.
 pub fn render_ray(
     field: &ReferenceField,
@@ -342,7 +350,7 @@ pub fn render_ray(
             break;
         }
     }
-    let bg = field.background(ray);
+    let bg = background(field, ray, settings);
     RayOutput {
         rgb: std::array::from_fn(|c| rgb[c] + t_acc * bg[c]),
         opacity: 1.0 - t_acc,
@@ -364,7 +372,7 @@ pub fn backward_ray(
     g_opacity: f64,
     grads: &mut [f64],
 ) {
-    let bg = field.background(ray);
+    let bg = background(field, ray, settings);
     let t_final = 1.0 - out.opacity;
     // Foreground colour Σ wᵢcᵢ, and the part of dL/dσ every sample shares.
     let fg: [f64; 3] = std::array::from_fn(|c| out.rgb[c] - t_final * bg[c]);
@@ -391,5 +399,7 @@ pub fn backward_ray(
             break;
         }
     }
-    field.background_backward(ray, g_rgb.map(|g| g * t_final), grads);
+    if settings.background.is_none() {
+        field.background_backward(ray, g_rgb.map(|g| g * t_final), grads);
+    }
 }

@@ -299,7 +299,10 @@ impl GpuField {
             jitter_seed: settings.stratified_seed.map_or(0, pcg_hash),
             stratified: u32::from(settings.stratified_seed.is_some()),
             use_occupancy: u32::from(self.use_occupancy),
-            background: self.background(),
+            background: match settings.background {
+                Some([r, g, b]) => [r, g, b, 1.0],
+                None => self.background(),
+            },
         };
         let camera_data: Vec<CameraUniform> = cameras
             .iter()
@@ -357,7 +360,13 @@ impl GpuField {
         let ctx = &self.ctx;
         let frame_buffer = uniform(ctx, "frame", &last.frame);
         let grad_buffer = storage_with(ctx, "grad color", grad_color);
-        if let Some(background) = &self.pipelines.background_backward {
+        let overridden = last.frame.background[3] == 1.0;
+        if let Some(background) = self
+            .pipelines
+            .background_backward
+            .as_ref()
+            .filter(|_| !overridden)
+        {
             run(
                 ctx,
                 background,

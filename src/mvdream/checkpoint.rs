@@ -221,13 +221,17 @@ impl MvdreamModel {
             vae,
             text_encoder,
             tokenizer: ClipTokenizer::bundled()?,
-            // MVDream trains with SD 2.1-base's scaled-linear schedule (β 0.00085 → 0.012).
-            schedule: NoiseSchedule::from_config(
-                &built_in(include_str!(
-                    "../../assets/configs/sd21-base/scheduler.json"
-                )),
-                Path::new("<built-in SD 2.1-base scheduler>"),
-            )?,
+            schedule: noise_schedule()?,
         })
     }
+}
+
+/// MVDream's noise schedule: SD 2.1-base's scaled-linear one (β 0.00085 → 0.012).
+pub fn noise_schedule() -> Result<NoiseSchedule> {
+    NoiseSchedule::from_config(
+        &built_in(include_str!(
+            "../../assets/configs/sd21-base/scheduler.json"
+        )),
+        Path::new("<built-in SD 2.1-base scheduler>"),
+    )
 }

@@ -1,0 +1,102 @@
+//! Time per `generate` step, split by stage, at the real sizes with random weights: MVDream's
+//! UNet (sd-v2-base, 4-view), SD's VAE, the full field (16 levels, 2¹⁹ entries), 512 samples
+//! per ray; one step of the 64² stage (8 views, upsampled to 256² for the VAE) and one of the
+//! 256² stage (4 views). The guidance's UNet runs twice per view (with and without the prompt)
+//! in one batch.
+//!
+//!     cargo run --release --example bench_generate_step -- [--steps 1] [--stage 64|256]
+//!         [--json OUT.json]
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use dream3d::distill::guidance::{GuidanceSettings, MultiViewGuidance};
+use dream3d::distill::latents::LatentEncoder;
+use dream3d::distill::step::{DistillSettings, Distiller, StepReport};
+use dream3d::gpu::{GpuContext, GpuField};
+use dream3d::models::{AutoencoderKL, UNet2DConditionModel};
+use dream3d::mvdream::checkpoint::noise_schedule;
+use dream3d::mvdream::{MvUNetParams, MvdreamArchitecture};
+use dream3d::weights::Weights;
+use std::path::Path;
+use std::sync::Arc;
+
+mod common;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let steps: u64 = common::arg(&args, "--steps").map_or(Ok(1), |s| s.parse())?;
+    let dev = Device::cuda_if_available(0)?;
+    let dtype = if dev.is_cpu() { DType::F32 } else { DType::F16 };
+    let (config, layout) = MvUNetParams::default().unet_config(Path::new("sd-v2-base.yaml"))?;
+    let unet = UNet2DConditionModel::load(config, layout, &Weights::random(0, dtype, &dev))?;
+    let arch = MvdreamArchitecture::default();
+    let vae = AutoencoderKL::load(arch.vae.clone(), &Weights::random(1, dtype, &dev))?;
+    let schedule = noise_schedule()?;
+    let embedding = |seed: u64| -> Result<Tensor> {
+        Ok(Tensor::randn(0f32, 1.0, (1, 77, 1024), &dev)?
+            .affine(0.1 * seed as f64, 0.0)?
+            .to_dtype(dtype)?)
+    };
+    let guidance = MultiViewGuidance {
+        unet: &unet,
+        schedule: &schedule,
+        cond: embedding(2)?,
+        uncond: embedding(3)?,
+        views: 4,
+        settings: GuidanceSettings::default(),
+    };
+    let encoder = LatentEncoder {
+        vae: &vae,
+        size: 256,
+    };
+    let ctx = Arc::new(GpuContext::new()?);
+    let settings = DistillSettings::default();
+    let field = GpuField::new(
+        ctx.clone(),
+        settings.field.clone(),
+        &settings.field.init_params(0),
+    )?;
+    let mut distiller = Distiller { field, settings };
+    let mut reports: Vec<StepReport> = vec![];
+    let first_of_256 = distiller.settings.stages.milestones[0];
+    let starts = match common::arg(&args, "--stage").as_deref() {
+        Some("64") => vec![0],
+        Some("256") => vec![first_of_256],
+        _ => vec![0, first_of_256],
+    };
+    for start in starts {
+        for step in start..start + steps {
+            let report = distiller.step(step, &guidance, &encoder)?;
+            eprintln!("{}", serde_json::to_string(&report)?);
+            reports.push(report);
+        }
+    }
+    println!("candle on {dev:?} ({dtype:?}), field on {}", ctx.describe());
+    println!("| stage | views × size | render | VAE encode | UNet ×2 (guidance) | VAE backward | render backward | AdamW + occupancy | total |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in &reports {
+        let s = &r.seconds;
+        let total =
+            s.render + s.encode + s.guidance + s.encode_backward + s.render_backward + s.optimizer;
+        println!(
+            "| step {} | {} × {}² | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s |",
+            r.step,
+            distiller.settings.stages.batch(r.step),
+            r.size,
+            s.render,
+            s.encode,
+            s.guidance,
+            s.encode_backward,
+            s.render_backward,
+            s.optimizer,
+            total
+        );
+    }
+    if let Some(out) = common::arg(&args, "--json") {
+        std::fs::write(out, serde_json::to_string_pretty(&reports)?)?;
+    }
+    Ok(())
+}
