@@ -4,8 +4,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use dream3d::gpu::{GpuContext, GpuField};
-use dream3d::mesh::export::{bake_texture, extract, ExportSettings};
-use dream3d::mesh::gltf::{write_glb, GlbContents, Surface};
+use dream3d::mesh::export::{export_glb, Albedo, ExportSettings};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -57,54 +56,18 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let settings = ExportSettings {
         resolution: args.resolution,
         threshold: args.threshold,
+        albedo: match (args.texture, args.no_color) {
+            (Some(side), _) => Albedo::Texture(side),
+            (None, true) => Albedo::None,
+            (None, false) => Albedo::Vertex,
+        },
         ..ExportSettings::default()
     };
-    let (mesh, colors) = extract(&field, &settings)?;
-    let mut metadata = serde_json::json!({
+    let metadata = serde_json::json!({
         "source": checkpoint.display().to_string(),
         "step": field.step,
-        "export": settings,
-        "field": field.config,
     });
-    let normals = mesh.vertex_normals();
-    let written = match args.texture {
-        Some(side) => {
-            let (atlas, image) = bake_texture(&field, &mesh, side)?;
-            metadata["texture"] = serde_json::json!({ "size": side, "charts": atlas.charts });
-            let normals: Vec<[f32; 3]> =
-                atlas.source.iter().map(|&v| normals[v as usize]).collect();
-            write_glb(
-                &args.output,
-                &GlbContents {
-                    mesh: &atlas.mesh,
-                    normals: &normals,
-                    surface: Surface::Texture {
-                        uvs: &atlas.uvs,
-                        image: &image,
-                    },
-                    metadata,
-                },
-            )?;
-            atlas.mesh
-        }
-        None => {
-            let surface = if args.no_color {
-                Surface::Plain
-            } else {
-                Surface::VertexColors(&colors)
-            };
-            write_glb(
-                &args.output,
-                &GlbContents {
-                    mesh: &mesh,
-                    normals: &normals,
-                    surface,
-                    metadata,
-                },
-            )?;
-            mesh
-        }
-    };
+    let written = export_glb(&field, &settings, &args.output, metadata)?;
     eprintln!(
         "{} vertices, {} triangles written to {}",
         written.positions.len(),

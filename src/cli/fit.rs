@@ -1,12 +1,11 @@
 //! `dream3d fit`: learn a prompt distribution from a folder of reference images.
 
+use super::progress::Progress;
 use anyhow::Context;
 use clap::Args;
 use dream3d::fit::{self, FitConfig, FitEvent, FitOutcome, RunConfig, RunDir};
 use dream3d::prompt::PositionMode;
 use dream3d::stable_diffusion::StableDiffusion;
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -192,8 +191,8 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
 
-    let progress = Progress::new(config.steps as u64);
-    let outcome = fit::fit(&config, &sd, &run, &stop, |event| progress.show(&event));
+    let progress = Progress::new(config.steps as u64, 0);
+    let outcome = fit::fit(&config, &sd, &run, &stop, |event| show(&progress, &event));
     progress.finish();
     match outcome? {
         FitOutcome::Finished(distribution) => {
@@ -220,61 +219,26 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A progress bar on a terminal, plain log lines otherwise.
-struct Progress {
-    bar: Option<ProgressBar>,
-}
-
-impl Progress {
-    fn new(steps: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(steps);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-                )
-                .expect("valid template"),
-            );
-            bar
-        });
-        Self { bar }
-    }
-
-    fn show(&self, event: &FitEvent) {
-        let line = match event {
-            FitEvent::Ready {
-                images,
-                crops,
-                resolution,
-                start_step,
-            } => {
-                format!("{images} images × {crops} crops at {resolution} px; starting at step {start_step}")
-            }
-            FitEvent::Step(m) => {
-                let msg = format!(
-                    "loss {:.4} (diffusion {:.4}, orthogonality {:.4}) |g| {:.3} {:.2} it/s",
-                    m.loss, m.diffusion, m.orthogonality, m.grad_norm, m.it_per_s
-                );
-                match &self.bar {
-                    Some(bar) => {
-                        bar.set_position(m.step as u64 + 1);
-                        bar.set_message(msg);
-                        return;
-                    }
-                    None => format!("step {} {msg}", m.step + 1),
-                }
-            }
-            FitEvent::Checkpoint { next_step } => format!("checkpoint at step {next_step}"),
-        };
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+/// A fit's events on the progress display.
+fn show(progress: &Progress, event: &FitEvent) {
+    match event {
+        FitEvent::Ready {
+            images,
+            crops,
+            resolution,
+            start_step,
+        } => progress.line(format!(
+            "{images} images × {crops} crops at {resolution} px; starting at step {start_step}"
+        )),
+        FitEvent::Step(m) => progress.step(
+            m.step as u64 + 1,
+            format!(
+                "loss {:.4} (diffusion {:.4}, orthogonality {:.4}) |g| {:.3} {:.2} it/s",
+                m.loss, m.diffusion, m.orthogonality, m.grad_norm, m.it_per_s
+            ),
+        ),
+        FitEvent::Checkpoint { next_step } => {
+            progress.line(format!("checkpoint at step {next_step}"))
         }
     }
 }

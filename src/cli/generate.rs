@@ -2,6 +2,7 @@
 //! from the distribution (optionally edited), distils MVDream into a field on the GPU, and is
 //! exported as glTF with a turntable GIF.
 
+use super::progress::Progress;
 use super::sample::multiview::{load_mvdream, DEFAULT_MODEL};
 use super::sample::source::{latest_distribution, MixSpec, Source};
 use anyhow::{bail, Context};
@@ -13,15 +14,12 @@ use dream3d::distill::run::{
 };
 use dream3d::distill::step::Distiller;
 use dream3d::gpu::{GpuContext, GpuField};
-use dream3d::mesh::export::{bake_texture, extract, ExportSettings};
-use dream3d::mesh::gltf::{write_glb, GlbContents, Surface};
+use dream3d::mesh::export::{export_glb, Albedo, ExportSettings};
 use dream3d::prompt::Edit;
 use dream3d::run_dir::{RunConfig, RunDir};
 use dream3d::sample::Models;
 use dream3d::turntable::Turntable;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -245,7 +243,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             &encoder,
             &run,
             &stop,
-            |e| progress.show(&e),
+            |e| show(&progress, &e),
         );
         progress.finish();
         match outcome.with_context(|| format!("run {}", run.root.display()))? {
@@ -256,7 +254,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            Outcome::Finished => finish(&args, &mut distiller.field, &run, &output)?,
+            Outcome::Finished => finish(&args, &config, &mut distiller.field, &run, &output)?,
         }
     }
     Ok(())
@@ -277,6 +275,7 @@ fn output_path(args: &GenerateArgs, i: usize) -> PathBuf {
 /// The asset's mesh and turntable.
 fn finish(
     args: &GenerateArgs,
+    config: &GenerateConfig,
     field: &mut GpuField,
     run: &RunDir,
     output: &Path,
@@ -284,50 +283,21 @@ fn finish(
     let settings = ExportSettings {
         resolution: args.resolution,
         threshold: args.threshold,
+        albedo: args.texture.map_or(Albedo::Vertex, Albedo::Texture),
         ..ExportSettings::default()
     };
-    let (mesh, colors) = extract(field, &settings).with_context(|| {
+    let metadata = serde_json::json!({
+        "source": run.root.display().to_string(),
+        "step": field.step,
+        "conditioning": config.conditioning,
+    });
+    let mesh = export_glb(field, &settings, output, metadata).with_context(|| {
         format!(
             "exporting {} (the field is kept: try dream3d export {} --threshold …)",
             output.display(),
             run.root.display()
         )
     })?;
-    let metadata = serde_json::json!({
-        "source": run.root.display().to_string(),
-        "step": field.step,
-        "export": settings,
-        "field": field.config,
-    });
-    let normals = mesh.vertex_normals();
-    match args.texture {
-        Some(side) => {
-            let (atlas, image) = bake_texture(field, &mesh, side)?;
-            let normals: Vec<[f32; 3]> =
-                atlas.source.iter().map(|&v| normals[v as usize]).collect();
-            write_glb(
-                output,
-                &GlbContents {
-                    mesh: &atlas.mesh,
-                    normals: &normals,
-                    surface: Surface::Texture {
-                        uvs: &atlas.uvs,
-                        image: &image,
-                    },
-                    metadata,
-                },
-            )?;
-        }
-        None => write_glb(
-            output,
-            &GlbContents {
-                mesh: &mesh,
-                normals: &normals,
-                surface: Surface::VertexColors(&colors),
-                metadata,
-            },
-        )?,
-    }
     eprintln!(
         "{} triangles written to {}",
         mesh.triangles.len(),
@@ -346,54 +316,18 @@ fn finish(
     Ok(())
 }
 
-/// A progress bar on a terminal, log lines otherwise.
-struct Progress {
-    bar: Option<ProgressBar>,
-}
-
-impl Progress {
-    fn new(steps: u64, start: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(steps);
-            bar.set_position(start);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-                )
-                .expect("valid template"),
-            );
-            bar
-        });
-        Self { bar }
-    }
-
-    fn show(&self, event: &GenerateEvent) {
-        let line = match event {
-            GenerateEvent::Step(r) => {
-                let msg = format!("{}² t={} loss {:.4}", r.size, r.t, r.loss);
-                match &self.bar {
-                    Some(bar) => {
-                        bar.set_position(r.step + 1);
-                        bar.set_message(msg);
-                        return;
-                    }
-                    None => format!("step {} {msg}", r.step + 1),
-                }
-            }
-            GenerateEvent::Checkpoint { next_step } => format!("checkpoint at step {next_step}"),
-            GenerateEvent::Validation { path, .. } => {
-                format!("validation views: {}", path.display())
-            }
-        };
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+/// A run's events on the progress display.
+fn show(progress: &Progress, event: &GenerateEvent) {
+    match event {
+        GenerateEvent::Step(r) => progress.step(
+            r.step + 1,
+            format!("{}² t={} loss {:.4}", r.size, r.t, r.loss),
+        ),
+        GenerateEvent::Checkpoint { next_step } => {
+            progress.line(format!("checkpoint at step {next_step}"))
         }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        GenerateEvent::Validation { path, .. } => {
+            progress.line(format!("validation views: {}", path.display()))
         }
     }
 }

@@ -7,6 +7,7 @@ mod fit;
 mod generate;
 mod import;
 mod info;
+mod progress;
 mod render;
 mod sample;
 

@@ -2,10 +2,23 @@
 //! or baked into a texture atlas.
 
 use super::atlas::{self, Atlas};
+use super::gltf::{write_glb, GlbContents, Surface};
 use super::isosurface::Grid;
 use super::TriangleMesh;
 use crate::error::{Error, Result};
 use crate::gpu::GpuField;
+
+/// How the field's albedo is carried into the asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Albedo {
+    /// Geometry only.
+    None,
+    /// Per-vertex colours.
+    Vertex,
+    /// Baked into a texture of this side over a UV atlas.
+    Texture(u32),
+}
 
 /// Export settings (threestudio's isosurface threshold of 25 by default).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -16,6 +29,7 @@ pub struct ExportSettings {
     pub threshold: f32,
     /// Components with fewer triangles than this fraction of the largest are dropped.
     pub min_component: f64,
+    pub albedo: Albedo,
 }
 
 impl Default for ExportSettings {
@@ -24,6 +38,7 @@ impl Default for ExportSettings {
             resolution: 256,
             threshold: 25.0,
             min_component: 0.01,
+            albedo: Albedo::Vertex,
         }
     }
 }
@@ -82,4 +97,47 @@ pub fn bake_texture(
     let points: Vec<[f32; 3]> = atlas.texels.iter().map(|&(_, p)| p).collect();
     let image = atlas.bake(&albedo(field, &points)?)?;
     Ok((atlas, image))
+}
+
+/// Extracts the field's surface and writes it as a GLB at `path` (atomically), its albedo as
+/// `settings` say, with `metadata` plus the export settings and field configuration in
+/// `extras`. Returns the mesh written.
+pub fn export_glb(
+    field: &GpuField,
+    settings: &ExportSettings,
+    path: &std::path::Path,
+    mut metadata: serde_json::Value,
+) -> Result<TriangleMesh> {
+    let (mesh, colors) = extract(field, settings)?;
+    metadata["export"] = serde_json::json!(settings);
+    metadata["field"] = serde_json::json!(field.config);
+    let normals = mesh.vertex_normals();
+    let contents = |mesh, normals, surface, metadata| GlbContents {
+        mesh,
+        normals,
+        surface,
+        metadata,
+    };
+    match settings.albedo {
+        Albedo::Texture(side) => {
+            let (atlas, image) = bake_texture(field, &mesh, side)?;
+            metadata["texture"] = serde_json::json!({ "size": side, "charts": atlas.charts });
+            let normals: Vec<[f32; 3]> =
+                atlas.source.iter().map(|&v| normals[v as usize]).collect();
+            let surface = Surface::Texture {
+                uvs: &atlas.uvs,
+                image: &image,
+            };
+            write_glb(path, &contents(&atlas.mesh, &normals, surface, metadata))?;
+            Ok(atlas.mesh)
+        }
+        Albedo::Vertex | Albedo::None => {
+            let surface = match settings.albedo {
+                Albedo::Vertex => Surface::VertexColors(&colors),
+                _ => Surface::Plain,
+            };
+            write_glb(path, &contents(&mesh, &normals, surface, metadata))?;
+            Ok(mesh)
+        }
+    }
 }
