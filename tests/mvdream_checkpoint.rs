@@ -629,7 +629,7 @@ fn generate_distils_checkpoints_resumes_and_exports() {
             .output()
             .unwrap()
     };
-    // Interrupted after 10 steps (as a Ctrl-C would be, through --steps), then resumed to 30.
+    // 10 steps; resumed towards 30 and stopped by Ctrl-C on the way; resumed again to 30.
     let out = generate(&[
         "--prompt",
         "a chair",
@@ -661,6 +661,48 @@ fn generate_distils_checkpoints_resumes_and_exports() {
     )
     .unwrap();
     assert_eq!(field.step, 10);
+
+    let mut child = common::dream3d(dir.path())
+        .args([
+            "generate",
+            "--mvdream",
+            "tiny-4view.safetensors",
+            "--resume",
+            "run",
+        ])
+        .args(["--steps", "30", "-o", "never.glb"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logged =
+        || std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |m| m.lines().count());
+    let waited = std::time::Instant::now();
+    while logged() < 13 {
+        assert!(
+            waited.elapsed().as_secs() < 300,
+            "the resumed run makes no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sigint = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sigint.success());
+    let out = child.wait_with_output().unwrap();
+    common::assert_success(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("never.glb").exists());
+    let field = dream3d::gpu::GpuField::load(
+        std::sync::Arc::new(dream3d::gpu::GpuContext::new().unwrap()),
+        &run.join("field.safetensors"),
+    )
+    .unwrap();
+    assert!((13..30).contains(&field.step), "stopped at {}", field.step);
 
     let out = generate(&["--resume", "run", "--steps", "30", "-o", "out.glb"]);
     common::assert_success(&out);
