@@ -662,7 +662,7 @@ fn generate_distils_checkpoints_resumes_and_exports() {
     .unwrap();
     assert_eq!(field.step, 10);
 
-    let mut child = common::dream3d(dir.path())
+    let child = common::dream3d(dir.path())
         .args([
             "generate",
             "--mvdream",

@@ -219,7 +219,13 @@ impl Distiller {
             .get(views.as_tensor())
             .ok_or_else(|| Error::Gpu("the rendered views got no gradient".into()))?
             .to_dtype(DType::F32)?;
-        let pixel_grad_norm = pixel_grad.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
+        // In f64: large but finite gradients must not overflow into a false alarm.
+        let pixel_grad_norm = pixel_grad
+            .to_dtype(DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .sqrt()?
+            .to_scalar::<f64>()?;
         if !pixel_grad_norm.is_finite() {
             return Err(Error::NonFinite {
                 step,
