@@ -8,7 +8,6 @@ use dream3d::field::FieldConfig;
 use dream3d::gpu::{GpuContext, GpuField};
 use dream3d::mesh::export::{bake_texture, extract, ExportSettings};
 use dream3d::mesh::gltf::{write_glb, GlbContents, Surface};
-use dream3d::mesh::isosurface::Grid;
 use dream3d::mesh::TriangleMesh;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -255,22 +254,10 @@ fn turntables_orbit_the_object_into_frames_and_a_gif() {
 /// An upright ellipsoid (semi-axes 0.25, 0.25, 0.5 with z up) on a 64³ grid, red above its
 /// equator and blue below.
 fn red_over_blue() -> (TriangleMesh, impl Fn([f32; 3]) -> [f32; 3]) {
-    let n = 64;
-    let c = |i: usize| -1.0 + 2.0 * i as f32 / (n - 1) as f32;
-    let values: Vec<f32> = (0..n * n * n)
-        .map(|i| {
-            let p = [c(i % n) / 0.25, c(i / n % n) / 0.25, c(i / (n * n)) / 0.5];
-            1.0 - (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt()
-        })
-        .collect();
-    let mut mesh = Grid {
-        values: &values,
-        dims: [n; 3],
-        min: [-1.0; 3],
-        max: [1.0; 3],
-    }
-    .isosurface(0.0);
-    mesh.weld();
+    let mesh = common::analytic_surface(64, |p| {
+        let q = [p[0] / 0.25, p[1] / 0.25, p[2] / 0.5];
+        1.0 - (q[0] * q[0] + q[1] * q[1] + q[2] * q[2]).sqrt()
+    });
     let color = |p: [f32; 3]| {
         if p[2] > 0.0 {
             [1.0, 0.0, 0.0]

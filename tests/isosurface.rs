@@ -1,30 +1,9 @@
 //! Marching tetrahedra on analytic fields: closed, consistently oriented manifolds with the
 //! right area, volume and topology.
 
-use dream3d::mesh::isosurface::Grid;
-use dream3d::mesh::TriangleMesh;
+mod common;
+
 use std::f64::consts::PI;
-
-/// `f` sampled on n³ points over [−1, 1]³.
-fn sample(n: usize, f: impl Fn([f32; 3]) -> f32) -> Vec<f32> {
-    let c = |i: usize| -1.0 + 2.0 * i as f32 / (n - 1) as f32;
-    (0..n * n * n)
-        .map(|i| f([c(i % n), c(i / n % n), c(i / (n * n))]))
-        .collect()
-}
-
-fn surface(n: usize, f: impl Fn([f32; 3]) -> f32) -> TriangleMesh {
-    let values = sample(n, f);
-    let mut mesh = Grid {
-        values: &values,
-        dims: [n; 3],
-        min: [-1.0; 3],
-        max: [1.0; 3],
-    }
-    .isosurface(0.0);
-    mesh.weld();
-    mesh
-}
 
 fn length(p: [f32; 3]) -> f32 {
     (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt()
@@ -33,7 +12,7 @@ fn length(p: [f32; 3]) -> f32 {
 #[test]
 fn a_sphere_is_closed_oriented_and_measures_right() {
     let r = 0.7;
-    let mesh = surface(128, |p| r - length(p));
+    let mesh = common::analytic_surface(128, |p| r - length(p));
     let topo = mesh.topology();
     assert!(topo.is_watertight(), "{topo:?}");
     assert_eq!(topo.euler_characteristic(), 2, "{topo:?}");
@@ -55,7 +34,7 @@ fn a_sphere_is_closed_oriented_and_measures_right() {
 #[test]
 fn a_torus_has_euler_characteristic_zero() {
     let (big, small) = (0.55f32, 0.2f32);
-    let mesh = surface(96, |[x, y, z]| {
+    let mesh = common::analytic_surface(96, |[x, y, z]| {
         let ring = (x * x + y * y).sqrt() - big;
         small - (ring * ring + z * z).sqrt()
     });
@@ -66,7 +45,7 @@ fn a_torus_has_euler_characteristic_zero() {
 
 #[test]
 fn small_floaters_are_removed() {
-    let mut mesh = surface(64, |p| {
+    let mut mesh = common::analytic_surface(64, |p| {
         let big = 0.6 - length(p);
         let floater = 0.05 - length([p[0] - 0.85, p[1] - 0.85, p[2] - 0.85]);
         big.max(floater)

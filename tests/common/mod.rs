@@ -93,3 +93,20 @@ pub fn validate_gltf(file: &Path) -> serde_json::Value {
     assert_success(&out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The welded zero-level surface of `f` (positive inside) sampled on n³ points over [−1, 1]³.
+pub fn analytic_surface(n: usize, f: impl Fn([f32; 3]) -> f32) -> dream3d::mesh::TriangleMesh {
+    let c = |i: usize| -1.0 + 2.0 * i as f32 / (n - 1) as f32;
+    let values: Vec<f32> = (0..n * n * n)
+        .map(|i| f([c(i % n), c(i / n % n), c(i / (n * n))]))
+        .collect();
+    let mut mesh = dream3d::mesh::isosurface::Grid {
+        values: &values,
+        dims: [n; 3],
+        min: [-1.0; 3],
+        max: [1.0; 3],
+    }
+    .isosurface(0.0);
+    mesh.weld();
+    mesh
+}
