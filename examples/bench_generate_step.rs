@@ -5,7 +5,7 @@
 //! in one batch.
 //!
 //!     cargo run --release --example bench_generate_step -- [--steps 1] [--stage 64|256]
-//!         [--json OUT.json]
+//!         [--background solid|neural|augmented] [--json OUT.json]
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -53,13 +53,22 @@ fn main() -> Result<()> {
         size: 256,
     };
     let ctx = Arc::new(GpuContext::new()?);
-    // A solid background without augmentation: with these random full-size weights the
-    // default (neural background, random colours) gave a non-finite pixel gradient at step 0
-    // (open question, see BENCHMARKS.md); the background's share of the time is negligible.
-    let settings = DistillSettings {
-        background_augmentation: 0.0,
-        field: dream3d::field::FieldConfig::default(),
-        ..DistillSettings::default()
+    // `--background solid` (default here), `neural` or `augmented` (generate's default: the
+    // neural environment map, replaced by a random colour half of the time). With these random
+    // full-size weights `augmented` gave a non-finite pixel gradient at step 0 (open question,
+    // see BENCHMARKS.md); the background's share of the time is negligible.
+    let defaults = DistillSettings::default();
+    let settings = match common::arg(&args, "--background").as_deref() {
+        Some("augmented") => defaults,
+        Some("neural") => DistillSettings {
+            background_augmentation: 0.0,
+            ..defaults
+        },
+        _ => DistillSettings {
+            background_augmentation: 0.0,
+            field: dream3d::field::FieldConfig::default(),
+            ..defaults
+        },
     };
     let field = GpuField::new(
         ctx.clone(),

@@ -17,6 +17,7 @@ pub mod mvdream;
 pub mod nn;
 pub mod optim;
 pub mod prompt;
+pub mod random;
 pub mod run_dir;
 pub mod sample;
 pub mod stable_diffusion;

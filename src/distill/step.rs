@@ -10,8 +10,9 @@ use crate::camera::{Camera, CameraRanges};
 use crate::error::{Error, Result};
 use crate::field::{Background, FieldConfig, RenderSettings};
 use crate::gpu::{AdamConfig, GpuField};
+use crate::random::{randn, step_rng};
 use candle_core::{DType, Device, Tensor, Var};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -151,9 +152,7 @@ fn seconds(since: Instant) -> f64 {
 impl Distiller {
     /// The random state of `step` alone, so a resumed run repeats an uninterrupted one.
     fn rng(&self, step: u64) -> rand::rngs::StdRng {
-        rand::rngs::StdRng::seed_from_u64(
-            self.settings.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        )
+        step_rng(self.settings.seed, step)
     }
 
     /// Cameras of step `step`: `batch / views` groups from the training ranges.
@@ -196,14 +195,14 @@ impl Distiller {
             &to_planar(&rendered.color, cameras.len(), size, &device)?.to_dtype(dtype)?,
         )?;
         let (z, h, w) = encoder.latent_shape();
-        let shape = (cameras.len(), z, h, w);
-        let posterior = Tensor::randn(0f32, 1.0, shape, &device)?.to_dtype(dtype)?;
+        let shape = [cameras.len(), z, h, w];
+        let posterior = randn(&mut rng, &shape, dtype, &device)?;
         let latents = encoder.encode(views.as_tensor(), &posterior)?;
         times.encode = seconds(start);
 
         let start = Instant::now();
         let t = s.timesteps.sample(step, guidance.train_steps(), &mut rng);
-        let noise = Tensor::randn(0f32, 1.0, shape, &device)?.to_dtype(dtype)?;
+        let noise = randn(&mut rng, &shape, dtype, &device)?;
         let gradient = guidance.gradient(&latents, &cameras, t, &noise)?;
         times.guidance = seconds(start);
         if !gradient.loss.is_finite() {

@@ -13,13 +13,13 @@ use crate::prompt::learner::{
     self, diffusion_loss, encode, encode_with, gaussian, orthogonality_loss, reparameterize,
 };
 use crate::prompt::{DistributionMeta, Frame, PromptDistribution, Template};
+use crate::random::{randn, step_rng};
 pub use crate::run_dir::{RunConfig, RunDir};
 use crate::stable_diffusion::StableDiffusion;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use checkpoint::Checkpoint;
 pub use config::FitConfig;
-use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
+use rand::Rng;
 
 /// Cached crop latents in the run directory.
 pub const LATENTS_FILE: &str = "latents.safetensors";
@@ -67,23 +67,6 @@ pub enum FitOutcome {
 
 /// A seeded generator for everything random in `step`: a resumed run draws exactly the same
 /// batches and noise as an uninterrupted one.
-fn step_rng(seed: u64, step: u64) -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(
-        seed ^ step.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    )
-}
-
-fn randn(
-    rng: &mut impl Rng,
-    shape: &[usize],
-    dtype: DType,
-    device: &Device,
-) -> candle_core::Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
-    Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
-}
-
 /// VAE posteriors of the cached crops: N·C × z × h × w means and log-variances.
 struct CachedLatents {
     mean: Tensor,
