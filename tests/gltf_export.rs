@@ -76,11 +76,7 @@ fn exports_validate_and_read_back_identically() {
         ];
         args.extend(extra);
         let out = export(dir.path(), &args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
         let glb = dir.path().join(name);
         let issues = common::validate_gltf(&glb);
         assert_eq!(issues["numErrors"], 0, "{name}: {issues}");
@@ -228,11 +224,7 @@ fn turntables_orbit_the_object_into_frames_and_a_gif() {
         .args(["--frames", "6", "--size", "24"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let spin = dir.path().join("spin");
     for i in 0..6 {
         let frame = image::open(spin.join(format!("frame_{i:04}.png")))
@@ -284,11 +276,7 @@ fn browser_view(glb: &Path, size: u32) -> image::RgbImage {
         .arg(size.to_string())
         .output()
         .expect("node (Node.js) on the PATH");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     image::open(&png).unwrap().to_rgb8()
 }
 
@@ -434,11 +422,7 @@ fn mesh_turntables_match_the_projected_geometry() {
             .args(["--frames", &frames.to_string(), "--size", &size.to_string()])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
         let turntable = Turntable {
             frames,
             size,

@@ -150,17 +150,11 @@ fn seconds(since: Instant) -> f64 {
 }
 
 impl Distiller {
-    /// The random state of `step` alone, so a resumed run repeats an uninterrupted one.
-    fn rng(&self, step: u64) -> rand::rngs::StdRng {
-        step_rng(self.settings.seed, step)
-    }
-
     /// Cameras of step `step`: `batch / views` groups from the training ranges.
-    pub fn cameras(&self, step: u64) -> Vec<Camera> {
-        let mut rng = self.rng(step);
+    fn cameras(&self, step: u64, rng: &mut impl Rng) -> Vec<Camera> {
         let groups = self.settings.stages.batch(step) / self.settings.views;
         (0..groups)
-            .flat_map(|_| self.settings.cameras.sample(&mut rng))
+            .flat_map(|_| self.settings.cameras.sample(rng))
             .collect()
     }
 
@@ -173,8 +167,10 @@ impl Distiller {
     ) -> Result<StepReport> {
         let s = &self.settings;
         let size = s.stages.size(step);
-        let cameras = self.cameras(step);
-        let mut rng = self.rng(step);
+        // One generator per step, seeded by the step alone: a resumed run repeats an
+        // uninterrupted one.
+        let mut rng = step_rng(s.seed, step);
+        let cameras = self.cameras(step, &mut rng);
         let mut times = StageTimes::default();
         let device = encoder.vae_device();
         let dtype = encoder.vae_dtype();

@@ -190,8 +190,9 @@ impl MeshPreview {
         let resolved_view = resolved.create_view(&Default::default());
 
         let eye = camera.c2w.fixed_view::<3, 1>(0, 3);
+        let view_proj = view_projection(camera);
         let uniform = ViewUniform {
-            view_proj: std::array::from_fn(|i| view_projection(camera).as_slice()[i] as f32),
+            view_proj: std::array::from_fn(|i| view_proj.as_slice()[i] as f32),
             eye: [eye[0] as f32, eye[1] as f32, eye[2] as f32, 1.0],
         };
         let view_buffer = super::buffers::uniform(&self.ctx, "preview view", &uniform);
