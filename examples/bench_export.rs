@@ -22,7 +22,7 @@ fn main() -> Result<()> {
     let config = FieldConfig::default();
     let mut field = GpuField::new(ctx.clone(), config.clone(), &config.init_params(0))?;
     for seed in 0..8 {
-        field.update_occupancy(seed, 512, 0.95, 0.01)?;
+        field.update_occupancy(seed, 512, None, 0.95, 0.01)?;
     }
     println!(
         "occupied cells: {:.1}%",

@@ -116,11 +116,29 @@ fn blob(p: vec3<f32>) -> f32 {
     return BLOB_SCALE * (1.0 - length(p) / BLOB_STD);
 }
 
+// WGSL only bounds log's absolute error near 1 (2⁻²¹), which is a large relative error for the
+// tiny densities and opacities outside the blob; short series take over there.
+
+// log(1 + eˣ).
 fn softplus(x: f32) -> f32 {
     if x > 20.0 {
         return x;
     }
-    return log(1.0 + exp(x));
+    let e = exp(x);
+    if e < 0.125 {
+        // log1p(e) to within e⁸/8.
+        return e * (1.0 - e * (1.0 / 2.0 - e * (1.0 / 3.0 - e * (1.0 / 4.0 - e * (1.0 / 5.0 - e * (1.0 / 6.0 - e / 7.0))))));
+    }
+    return log(1.0 + e);
+}
+
+// 1 − e⁻ˣ for x ≥ 0: a sample's opacity.
+fn one_minus_exp_neg(x: f32) -> f32 {
+    if x < 0.125 {
+        // −expm1(−x) to within x⁷/7!.
+        return x * (1.0 - x * (1.0 / 2.0 - x * (1.0 / 6.0 - x * (1.0 / 24.0 - x * (1.0 / 120.0 - x / 720.0)))));
+    }
+    return 1.0 - exp(-x);
 }
 
 fn sigmoid(x: f32) -> f32 {

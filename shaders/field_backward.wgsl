@@ -47,15 +47,16 @@ fn field_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     for (var tile = 0u; tile < TILES_PER_GROUP; tile++) {
         let first = (group * TILES_PER_GROUP + tile) * TILE;
         // Phase 1: the tile's samples and their encodings, one (sample, level) per thread.
-        if j < TILE {
-            let s = first + j;
+        // Strided, as a workgroup of HIDDEN threads may be smaller than a tile.
+        for (var i = j; i < TILE; i += HIDDEN) {
+            let s = first + i;
             if s < work.samples {
                 let g = sample_grads[s];
-                positions[j] = g.position_graw.xyz;
-                grad_out[j] = vec4<f32>(g.position_graw.w, g.grad_albedo.xyz);
+                positions[i] = g.position_graw.xyz;
+                grad_out[i] = vec4<f32>(g.position_graw.w, g.grad_albedo.xyz);
             } else {
-                positions[j] = vec3<f32>(0.0);
-                grad_out[j] = vec4<f32>(0.0);
+                positions[i] = vec3<f32>(0.0);
+                grad_out[i] = vec4<f32>(0.0);
             }
         }
         workgroupBarrier();

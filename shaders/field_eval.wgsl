@@ -22,17 +22,31 @@ fn encode(p: vec3<f32>) -> array<f32, WIDTH> {
     return features;
 }
 
+// The encoding's multiple of four.
+const WIDTH4: u32 = WIDTH / 4u * 4u;
+
+// The weight row at `offset` (WIDTH wide) times the features, four at a time: the short
+// constant-count loop gets unrolled, which keeps a 512-sample ray far below lavapipe's limit of
+// 65 535 loop iterations per invocation (past it, loops silently stop).
+fn row_dot(offset: u32, f: ptr<function, array<f32, WIDTH>>) -> f32 {
+    var acc = 0.0;
+    for (var k = 0u; k < WIDTH4; k += 4u) {
+        let w = vec4<f32>(params[offset + k], params[offset + k + 1u], params[offset + k + 2u], params[offset + k + 3u]);
+        acc += dot(w, vec4<f32>((*f)[k], (*f)[k + 1u], (*f)[k + 2u], (*f)[k + 3u]));
+    }
+    for (var k = WIDTH4; k < WIDTH; k++) {
+        acc += params[offset + k] * (*f)[k];
+    }
+    return acc;
+}
+
 fn eval_field(p: vec3<f32>) -> FieldValue {
-    let f = encode(p);
+    var f = encode(p);
     var raw = 0.0;
     var pre = vec3<f32>(0.0);
     for (var j = 0u; j < HIDDEN; j++) {
-        var hd = 0.0;
-        var ha = 0.0;
-        for (var k = 0u; k < WIDTH; k++) {
-            hd += params[DENSITY_W1 + j * WIDTH + k] * f[k];
-            ha += params[ALBEDO_W1 + j * WIDTH + k] * f[k];
-        }
+        let hd = row_dot(DENSITY_W1 + j * WIDTH, &f);
+        let ha = row_dot(ALBEDO_W1 + j * WIDTH, &f);
         raw += params[DENSITY_W2 + j] * max(hd, 0.0);
         let a = max(ha, 0.0);
         pre += vec3<f32>(
@@ -47,13 +61,10 @@ fn eval_field(p: vec3<f32>) -> FieldValue {
 
 // σ alone (density grids, occupancy): the albedo MLP is skipped.
 fn eval_density(p: vec3<f32>) -> f32 {
-    let f = encode(p);
+    var f = encode(p);
     var raw = 0.0;
     for (var j = 0u; j < HIDDEN; j++) {
-        var hd = 0.0;
-        for (var k = 0u; k < WIDTH; k++) {
-            hd += params[DENSITY_W1 + j * WIDTH + k] * f[k];
-        }
+        let hd = row_dot(DENSITY_W1 + j * WIDTH, &f);
         raw += params[DENSITY_W2 + j] * max(hd, 0.0);
     }
     return softplus(raw + blob(p));

@@ -74,7 +74,7 @@ fn render(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
                 continue;
             }
             let v = eval_field(p);
-            let alpha = 1.0 - exp(-v.sigma * delta);
+            let alpha = one_minus_exp_neg(v.sigma * delta);
             let w = transmittance * alpha;
             rgb += w * v.rgb;
             distance += w * t;
@@ -123,7 +123,7 @@ fn ray_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             continue;
         }
         let v = eval_field(p);
-        let alpha = 1.0 - exp(-v.sigma * delta);
+        let alpha = one_minus_exp_neg(v.sigma * delta);
         let w = transmittance * alpha;
         let next = transmittance * (1.0 - alpha);
         prefix += w * v.rgb;

@@ -104,7 +104,7 @@ fn a_known_object_is_recovered_from_its_views() {
             background: None,
         };
         if step >= 32 && step % 16 == 0 {
-            field.update_occupancy(step, 64, 0.95, 0.01).unwrap();
+            field.update_occupancy(step, 64, None, 0.95, 0.01).unwrap();
         }
         let picked: Vec<usize> = (0..1).map(|_| rng.random_range(0..train.len())).collect();
         let cams: Vec<Camera> = picked.iter().map(|&i| train[i].0).collect();

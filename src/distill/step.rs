@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 pub struct OccupancySettings {
     /// Steps between updates.
     pub every: u64,
+    /// Updates before this step re-evaluate every cell; later ones a quarter drawn uniformly
+    /// and a quarter of the occupied ones (nerfacc's `warmup_steps`).
+    pub warmup: u64,
     pub decay: f32,
     /// σ·step below which a cell is empty.
     pub threshold: f32,
@@ -31,6 +34,7 @@ impl Default for OccupancySettings {
     fn default() -> Self {
         Self {
             every: 16,
+            warmup: 256,
             decay: 0.95,
             threshold: 0.01,
         }
@@ -94,6 +98,9 @@ impl DistillSettings {
             ));
         }
         self.stages.check(self.views).map_err(Error::Input)?;
+        if self.occupancy.every == 0 {
+            return bad("occupancy.every = 0: the occupancy grid needs updating every N ≥ 1 steps (threestudio: 16)".into());
+        }
         if !(0.0..=1.0).contains(&self.background_augmentation) {
             return bad(format!(
                 "background_augmentation = {}: a probability in [0, 1]",
@@ -236,10 +243,17 @@ impl Distiller {
 
         let start = Instant::now();
         self.field.adam_step(&s.adam)?;
-        if step % s.occupancy.every == 0 {
-            let o = s.occupancy;
-            self.field
-                .update_occupancy(rng.random(), s.samples_per_ray, o.decay, o.threshold)?;
+        let o = s.occupancy;
+        if step % o.every == 0 {
+            let chosen = (step >= o.warmup).then(|| self.field.occupancy.sample_cells(&mut rng));
+            let seed = rng.random();
+            self.field.update_occupancy(
+                seed,
+                s.samples_per_ray,
+                chosen.as_deref(),
+                o.decay,
+                o.threshold,
+            )?;
         }
         self.field.ctx.wait()?;
         times.optimizer = seconds(start);

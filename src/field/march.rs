@@ -2,6 +2,7 @@
 //! sphere, stratified steps of fixed length, the occupancy grid that skips empty space.
 
 use crate::camera::Ray;
+use rand::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,18 +97,53 @@ impl OccupancyGrid {
         self.bits[Self::cell(p, radius)] != 0
     }
 
-    /// values ← max(decay·values, fresh); occupied where the value exceeds
-    /// min(threshold, mean value), as nerfacc's `OccGridEstimator`.
-    pub fn update(&mut self, fresh: &[f32], decay: f32, threshold: f32) {
-        for (v, f) in self.values.iter_mut().zip(fresh) {
+    /// The cells nerfacc re-evaluates after its warm-up: a quarter of all cells drawn
+    /// uniformly and as many drawn from the occupied ones (every occupied cell when there are
+    /// fewer), with replacement; true where a cell was drawn.
+    pub fn sample_cells(&self, rng: &mut impl Rng) -> Vec<bool> {
+        let cells = self.bits.len();
+        let quarter = cells / 4;
+        let mut chosen = vec![false; cells];
+        for _ in 0..quarter {
+            chosen[rng.random_range(0..cells)] = true;
+        }
+        let occupied: Vec<usize> = (0..cells).filter(|&c| self.bits[c] != 0).collect();
+        if occupied.len() > quarter {
+            for _ in 0..quarter {
+                chosen[occupied[rng.random_range(0..occupied.len())]] = true;
+            }
+        } else {
+            occupied.iter().for_each(|&c| chosen[c] = true);
+        }
+        chosen
+    }
+
+    /// values ← max(decay·values, fresh) in the `chosen` cells (all when `None`); occupied
+    /// where the value exceeds min(threshold, mean of the positive values), as nerfacc's
+    /// `OccGridEstimator`.
+    pub fn update(&mut self, fresh: &[f32], chosen: Option<&[bool]>, decay: f32, threshold: f32) {
+        for (c, (v, f)) in self.values.iter_mut().zip(fresh).enumerate() {
+            if chosen.is_some_and(|chosen| !chosen[c]) {
+                continue;
+            }
             *v = if v.is_finite() {
                 (*v * decay).max(*f)
             } else {
                 *f
             };
         }
-        let mean = self.values.iter().map(|&v| v as f64).sum::<f64>() / self.values.len() as f64;
-        let cut = (threshold as f64).min(mean);
+        let positive: Vec<f64> = self
+            .values
+            .iter()
+            .filter(|&&v| v > 0.0)
+            .map(|&v| v as f64)
+            .collect();
+        let mean = positive.iter().sum::<f64>() / positive.len().max(1) as f64;
+        let cut = if positive.is_empty() {
+            threshold as f64
+        } else {
+            (threshold as f64).min(mean)
+        };
         for (b, v) in self.bits.iter_mut().zip(&self.values) {
             *b = u32::from(*v as f64 > cut);
         }
@@ -115,5 +151,67 @@ impl OccupancyGrid {
 
     pub fn occupied_fraction(&self) -> f64 {
         self.bits.iter().filter(|&&b| b != 0).count() as f64 / self.bits.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn grid_with(values: impl Fn(usize) -> f32) -> OccupancyGrid {
+        let mut grid = OccupancyGrid::default();
+        let fresh: Vec<f32> = (0..grid.values.len()).map(values).collect();
+        grid.update(&fresh, None, 0.95, 0.01);
+        grid
+    }
+
+    #[test]
+    fn the_threshold_is_capped_by_the_mean_of_the_positive_cells() {
+        // Eight cells at 0.004, the rest empty: the mean over positive cells (0.004) is the
+        // cut, not the mean over all cells (≈ 10⁻⁶), so none of them is occupied.
+        let grid = grid_with(|c| if c < 8 { 0.004 } else { 0.0 });
+        assert_eq!(grid.occupied_fraction(), 0.0);
+        // Half the positive cells above their mean.
+        let grid = grid_with(|c| match c {
+            0..4 => 0.002,
+            4..8 => 0.006,
+            _ => 0.0,
+        });
+        assert_eq!(grid.bits.iter().filter(|&&b| b != 0).count(), 4);
+        assert!(grid.bits[4..8].iter().all(|&b| b == 1));
+    }
+
+    #[test]
+    fn only_chosen_cells_decay_or_refresh() {
+        let mut grid = grid_with(|_| 1.0);
+        let cells = grid.values.len();
+        let chosen: Vec<bool> = (0..cells).map(|c| c % 2 == 0).collect();
+        grid.update(&vec![0.5; cells], Some(&chosen), 0.95, 0.01);
+        assert!(grid.values.iter().step_by(2).all(|&v| v == 0.95));
+        assert!(grid.values.iter().skip(1).step_by(2).all(|&v| v == 1.0));
+        grid.update(&vec![2.0; cells], Some(&chosen), 0.95, 0.01);
+        assert!(grid.values.iter().step_by(2).all(|&v| v == 2.0));
+    }
+
+    #[test]
+    fn after_warm_up_a_quarter_uniform_and_a_quarter_occupied_cells_are_drawn() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let cells = OCCUPANCY_RESOLUTION.pow(3) as usize;
+        // Few occupied cells: every one of them is drawn.
+        let grid = grid_with(|c| if c % 100 == 0 { 1.0 } else { 0.0 });
+        let chosen = grid.sample_cells(&mut rng);
+        assert!((0..cells).step_by(100).all(|c| chosen[c]));
+        // Uniform draws with replacement cover 1 − e^(−1/4) ≈ 22 % of the cells.
+        let others = (0..cells).filter(|&c| c % 100 != 0 && chosen[c]).count();
+        let share = others as f64 / cells as f64;
+        assert!((0.20..0.24).contains(&share), "uniform share {share}");
+        // Many occupied cells: a quarter of the cells' worth of draws among them.
+        let grid = grid_with(|c| if c % 2 == 0 { 1.0 } else { 0.0 });
+        let chosen = grid.sample_cells(&mut rng);
+        let occupied = (0..cells).step_by(2).filter(|&c| chosen[c]).count();
+        let share = occupied as f64 / (cells / 2) as f64;
+        // 1 − e^(−1/2) ≈ 39 % from the occupied draws, plus the uniform ones landing there.
+        assert!((0.45..0.58).contains(&share), "occupied share {share}");
     }
 }

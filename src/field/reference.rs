@@ -1,9 +1,11 @@
 //! A plain-Rust f64 implementation of the field, the volume renderer and their backward pass:
-//! the specification the WGSL kernels are tested against, written for clarity, not speed.
+//! the specification the WGSL kernels are tested against, written for clarity, not speed
+//! (batches of rays run on every core).
 
 use super::config::{Background, FieldConfig, ParamLayout};
 use super::march::{jitter, sphere_hits, OccupancyGrid, RenderSettings};
 use crate::camera::Ray;
+use rayon::prelude::*;
 
 /// Large primes of the spatial hash (Teschner et al., as instant-ngp); x's is 1.
 pub const HASH_PRIMES: [u32; 3] = [1, 2_654_435_761, 805_459_861];
@@ -294,6 +296,8 @@ pub struct RayOutput {
     pub opacity: f64,
     /// Opacity-weighted distance along the ray (0 where the ray sees nothing).
     pub depth: f64,
+    /// Field samples evaluated before the ray left the field or terminated early.
+    pub samples: u32,
 }
 
 /// The samples of `ray` the renderer uses: `(t, δ, position)` in order, skipping empty cells.
@@ -337,8 +341,10 @@ pub fn render_ray(
     let mut t_acc = 1.0;
     let mut rgb = [0.0; 3];
     let mut depth = 0.0;
+    let mut evaluated = 0;
     for (t, delta, p) in samples(field, ray, settings, occupancy, ray_index) {
         let s = field.eval(p);
+        evaluated += 1;
         let alpha = 1.0 - (-s.sigma * delta).exp();
         let w = t_acc * alpha;
         for (acc, c) in rgb.iter_mut().zip(s.rgb) {
@@ -355,7 +361,63 @@ pub fn render_ray(
         rgb: std::array::from_fn(|c| rgb[c] + t_acc * bg[c]),
         opacity: 1.0 - t_acc,
         depth,
+        samples: evaluated,
     }
+}
+
+/// `render_ray` over a batch on every core; ray i of the batch is the ray with index i.
+pub fn render_rays(
+    field: &ReferenceField,
+    rays: &[Ray],
+    settings: &RenderSettings,
+    occupancy: Option<&OccupancyGrid>,
+) -> Vec<RayOutput> {
+    rays.par_iter()
+        .enumerate()
+        .map(|(i, ray)| render_ray(field, ray, settings, occupancy, i as u32))
+        .collect()
+}
+
+/// The gradient of Σᵢ gᵢ·(rgbᵢ, opacityᵢ) over a batch rendered by `render_rays`, on every
+/// core: one gradient buffer per thread's share of the rays (not per ray: a full-size field has
+/// millions of parameters).
+pub fn backward_rays(
+    field: &ReferenceField,
+    rays: &[Ray],
+    settings: &RenderSettings,
+    occupancy: Option<&OccupancyGrid>,
+    outputs: &[RayOutput],
+    grad_color: &[[f64; 4]],
+) -> Vec<f64> {
+    let len = field.params.len();
+    let share = rays.len().div_ceil(rayon::current_num_threads()).max(1);
+    let indices: Vec<usize> = (0..rays.len()).collect();
+    indices
+        .par_chunks(share)
+        .map(|chunk| {
+            let mut grads = vec![0.0; len];
+            for &i in chunk {
+                let g = grad_color[i];
+                let (rgb, opacity) = ([g[0], g[1], g[2]], g[3]);
+                backward_ray(
+                    field,
+                    &rays[i],
+                    settings,
+                    occupancy,
+                    i as u32,
+                    &outputs[i],
+                    rgb,
+                    opacity,
+                    &mut grads,
+                );
+            }
+            grads
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0; len])
 }
 
 /// Adds d(g_rgb·rgb + g_opacity·opacity)/d(params) for one ray to `grads`, given the ray's

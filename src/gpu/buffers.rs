@@ -142,15 +142,23 @@ pub fn run(
     ctx.queue.submit([encoder.finish()]);
 }
 
-/// A compute pipeline for `entry` of WGSL `source` (layout inferred from the shader).
-pub fn pipeline(ctx: &GpuContext, label: &str, source: &str, entry: &str) -> wgpu::ComputePipeline {
+/// A compute pipeline for `entry` of WGSL `source` (layout inferred from the shader); a kernel
+/// the device cannot run (e.g. more workgroup memory than it has) is an error, not a panic.
+pub fn pipeline(
+    ctx: &GpuContext,
+    label: &str,
+    source: &str,
+    entry: &str,
+) -> Result<wgpu::ComputePipeline> {
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let module = ctx
         .device
         .create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         });
-    ctx.device
+    let pipeline = ctx
+        .device
         .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(label),
             layout: None,
@@ -158,5 +166,12 @@ pub fn pipeline(ctx: &GpuContext, label: &str, source: &str, entry: &str) -> wgp
             entry_point: Some(entry),
             compilation_options: Default::default(),
             cache: None,
-        })
+        });
+    match pollster::block_on(scope.pop()) {
+        None => Ok(pipeline),
+        Some(e) => Err(Error::Gpu(format!(
+            "the `{label}` kernel cannot run on {}: {e}",
+            ctx.adapter.name
+        ))),
+    }
 }

@@ -182,29 +182,32 @@ impl GpuField {
             )));
         }
         let sources = Sources::new(&config, ctx.float_atomics);
+        let build = |label: &str, source: &str, entry: &str| {
+            pipeline(&ctx, label, source, entry).map_err(|e| {
+                Error::Gpu(format!(
+                    "{e}\n(field: {} levels, hidden width {}; a smaller field needs less workgroup memory and fewer threads per workgroup)",
+                    config.levels, config.hidden
+                ))
+            })
+        };
+        let neural = matches!(config.background, Background::Neural { .. });
         let pipelines = Pipelines {
-            render: pipeline(&ctx, "render", &sources.render, "render"),
-            ray_backward: pipeline(&ctx, "ray_backward", &sources.render, "ray_backward"),
-            field_backward: pipeline(
-                &ctx,
-                "field_backward",
-                &sources.field_backward,
-                "field_backward",
-            ),
-            adam: pipeline(&ctx, "adam", &sources.adam, "adam"),
-            occupancy: pipeline(&ctx, "occupancy", &sources.occupancy, "occupancy_values"),
-            grid_density: pipeline(&ctx, "grid_density", &sources.query, "grid_density"),
-            point_query: pipeline(&ctx, "point_query", &sources.query, "point_query"),
-            background_backward: matches!(config.background, Background::Neural { .. }).then(
-                || {
-                    pipeline(
-                        &ctx,
-                        "background_backward",
-                        &sources.background_backward,
-                        "background_backward",
-                    )
-                },
-            ),
+            render: build("render", &sources.render, "render")?,
+            ray_backward: build("ray_backward", &sources.render, "ray_backward")?,
+            field_backward: build("field_backward", &sources.field_backward, "field_backward")?,
+            adam: build("adam", &sources.adam, "adam")?,
+            occupancy: build("occupancy", &sources.occupancy, "occupancy_values")?,
+            grid_density: build("grid_density", &sources.query, "grid_density")?,
+            point_query: build("point_query", &sources.query, "point_query")?,
+            background_backward: if neural {
+                Some(build(
+                    "background_backward",
+                    &sources.background_backward,
+                    "background_backward",
+                )?)
+            } else {
+                None
+            },
         };
         let level_data: Vec<[u32; 4]> = layout
             .levels
@@ -343,13 +346,24 @@ impl GpuField {
         Ok(rendered)
     }
 
+    /// The field samples each ray of the last render evaluated.
+    pub fn last_sample_counts(&self) -> Result<Vec<u32>> {
+        let last = self.last_render()?;
+        download(&self.ctx, &last.counts, last.frame.rays as usize)
+    }
+
+    fn last_render(&self) -> Result<&LastRender> {
+        self.last.as_ref().ok_or_else(|| {
+            Error::Gpu(
+                "nothing rendered yet: backward passes and sample counts follow a render".into(),
+            )
+        })
+    }
+
     /// Adds to the parameter gradients the gradient of Σ grad·(rgb, opacity) over the pixels of
     /// the last render.
     pub fn backward(&mut self, grad_color: &[[f32; 4]]) -> Result<()> {
-        let last = self
-            .last
-            .as_ref()
-            .ok_or_else(|| Error::Gpu("backward before any render".into()))?;
+        let last = self.last_render()?;
         let rays = last.frame.rays as usize;
         if grad_color.len() != rays {
             return Err(Error::Input(format!(
@@ -382,7 +396,7 @@ impl GpuField {
             );
         }
         // Where each ray's samples go: the exclusive prefix sum of the forward counts.
-        let counts: Vec<u32> = download(ctx, &last.counts, rays)?;
+        let counts = self.last_sample_counts()?;
         let mut offsets = Vec::with_capacity(rays);
         let mut total = 0u64;
         for &c in &counts {
@@ -478,12 +492,14 @@ impl GpuField {
         ctx.wait()
     }
 
-    /// Re-evaluates the occupancy grid (σ·step at a random point per cell, blended into the
-    /// moving average with `decay`, occupied above min(`threshold`, mean)) and turns skipping on.
+    /// Re-evaluates the occupancy grid in the `chosen` cells, all when `None` (σ·step at a
+    /// random point per cell, blended into the moving average with `decay`; see
+    /// [`OccupancyGrid::update`]) and turns skipping on.
     pub fn update_occupancy(
         &mut self,
         seed: u32,
         samples_per_ray: u32,
+        chosen: Option<&[bool]>,
         decay: f32,
         threshold: f32,
     ) -> Result<()> {
@@ -511,7 +527,7 @@ impl GpuField {
             (cells.div_ceil(64), 1),
         );
         let fresh: Vec<f32> = download(ctx, &values, cells as usize)?;
-        self.occupancy.update(&fresh, decay, threshold);
+        self.occupancy.update(&fresh, chosen, decay, threshold);
         ctx.queue.write_buffer(
             &self.occupancy_bits,
             0,
