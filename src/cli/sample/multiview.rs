@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use dream3d::camera::mvdream_cameras;
+use dream3d::camera::{mvdream_camera_tensor, mvdream_cameras};
 
 /// MVDream's hub repository and the checkpoint `--mvdream` loads by default.
 pub const DEFAULT_MODEL: &str = "MVDream/MVDream";
@@ -71,12 +71,8 @@ impl MultiViewArgs {
 
     /// The views' cameras (views × 16), MVDream's `get_camera`.
     pub fn cameras(&self, device: &Device) -> candle_core::Result<Tensor> {
-        let flat: Vec<f32> = mvdream_cameras(self.views, self.elevation, self.azimuth, 360.0, true)
-            .iter()
-            .flatten()
-            .map(|&v| v as f32)
-            .collect();
-        Tensor::from_vec(flat, (self.views, 16), device)?.to_dtype(DType::F32)
+        let cameras = mvdream_cameras(self.views, self.elevation, self.azimuth, 360.0, true);
+        mvdream_camera_tensor(&cameras, device)
     }
 
     /// The prompt MVDream sees for a plain `--prompt`.
