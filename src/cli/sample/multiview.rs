@@ -42,16 +42,13 @@ pub fn load_mvdream(
     device: &Device,
 ) -> anyhow::Result<dream3d::mvdream::MvdreamModel> {
     use anyhow::Context;
-    use dream3d::mvdream::{yaml_config::config_path, MvdreamArchitecture, MvdreamModel};
+    use dream3d::mvdream::{MvdreamArchitecture, MvdreamModel};
     let path = dream3d::mvdream::checkpoint::find_checkpoint(lookup, name)?;
     eprintln!("MVDream checkpoint: {}", path.display());
-    let arch = match config_path(&path, config) {
-        Some(yaml) => {
-            eprintln!("MVDream architecture: {}", yaml.display());
-            MvdreamArchitecture::from_yaml(&yaml)?
-        }
-        None => MvdreamArchitecture::default(),
-    };
+    let (arch, yaml) = MvdreamArchitecture::for_checkpoint(&path, config)?;
+    if let Some(yaml) = yaml {
+        eprintln!("MVDream architecture: {}", yaml.display());
+    }
     MvdreamModel::load(&path, &arch, dtype, device)
         .with_context(|| format!("loading MVDream from {}", path.display()))
 }
