@@ -113,6 +113,16 @@ pub fn mvdream_cameras(
         .collect()
 }
 
+/// Cameras of [`mvdream_cameras`] as the `frames × 16` f32 tensor the UNet takes, rounded once
+/// from f64 at the end as `get_camera`'s final `.float()`.
+pub fn mvdream_camera_tensor(
+    cameras: &[[f64; 16]],
+    device: &candle_core::Device,
+) -> candle_core::Result<candle_core::Tensor> {
+    let flat: Vec<f32> = cameras.iter().flatten().map(|&v| v as f32).collect();
+    candle_core::Tensor::from_vec(flat, (cameras.len(), 16), device)
+}
+
 /// threestudio's random multi-view camera ranges (MVDream-threestudio's `mvdream-sd21.yaml`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]

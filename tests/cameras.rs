@@ -1,8 +1,10 @@
 //! Cameras against MVDream's own `get_camera` (tests/fixtures/mvdream_tiny/cameras.*, made with
-//! the official code).
+//! the official code): its float64 values, and the float32 tensor the UNet is given.
+
+mod common;
 
 use candle_core::Device;
-use dream3d::camera::mvdream_cameras;
+use dream3d::camera::{mvdream_camera_tensor, mvdream_cameras};
 
 #[test]
 fn mvdream_cameras_match_the_official_code() {
@@ -32,5 +34,11 @@ fn mvdream_cameras_match_the_official_code() {
                 "{name}: max abs error {err}\nours {a:?}\nwant {b:?}"
             );
         }
+
+        let ours32 = mvdream_camera_tensor(&ours, &Device::Cpu).unwrap();
+        let want32 = &tensors[&format!("camera.{name}")];
+        assert_eq!(want32.dtype(), candle_core::DType::F32, "{name}");
+        let err = common::max_abs_diff(&ours32, want32);
+        assert!(err < 1e-6, "{name} (float32): max abs error {err}");
     }
 }

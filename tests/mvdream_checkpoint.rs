@@ -138,7 +138,7 @@ fn ldm_vae_name(ours: &str, levels: usize) -> String {
 /// A tiny checkpoint in the official layout: MVDream's tiny UNet, sd_tiny's VAE and text
 /// encoder renamed to LDM / OpenCLIP names, plus one unused extra text layer, the schedule
 /// buffers, text projection and logit scale.
-fn write_tiny_checkpoint(path: &Path) {
+fn tiny_checkpoint() -> HashMap<String, Tensor> {
     let dev = Device::Cpu;
     let mut out: HashMap<String, Tensor> = HashMap::new();
     for (k, t) in
@@ -225,14 +225,108 @@ fn write_tiny_checkpoint(path: &Path) {
     for b in ["betas", "alphas_cumprod", "alphas_cumprod_prev"] {
         out.insert(b.into(), Tensor::zeros(1000, DType::F32, &dev).unwrap());
     }
-    candle_core::safetensors::save(&out, path).unwrap();
+    out
+}
+
+/// Saves a checkpoint in the format its extension names: a PyTorch pickle (`.pt`, as the
+/// official file) or safetensors.
+fn save_checkpoint(tensors: &HashMap<String, Tensor>, path: &Path) {
+    if path.extension().is_some_and(|e| e == "pt") {
+        save_torch_pickle(tensors, path);
+    } else {
+        candle_core::safetensors::save(tensors, path).unwrap();
+    }
+}
+
+/// Writes f32 `tensors` as `torch.save` does (checked once against `torch.load`): a zip
+/// archive `<stem>/` holding `data.pkl`, the dict pickled with protocol 2 where each tensor is
+/// `torch._utils._rebuild_tensor_v2` of the persistent storage
+/// `('storage', torch.FloatStorage, key, 'cpu', numel)`, and each storage's raw
+/// little-endian values under `data/<key>`.
+fn save_torch_pickle(tensors: &HashMap<String, Tensor>, path: &Path) {
+    use std::io::Write;
+    fn unicode(out: &mut Vec<u8>, s: &str) {
+        out.push(b'X');
+        out.extend((s.len() as u32).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+    fn global(out: &mut Vec<u8>, module: &str, name: &str) {
+        out.push(b'c');
+        out.extend(format!("{module}\n{name}\n").as_bytes());
+    }
+    // The smallest integer opcode, as pickle picks it.
+    fn int(out: &mut Vec<u8>, v: usize) {
+        match v {
+            0..=0xff => out.extend([b'K', v as u8]),
+            0x100..=0xffff => {
+                out.push(b'M');
+                out.extend((v as u16).to_le_bytes());
+            }
+            _ => {
+                out.push(b'J');
+                out.extend(i32::try_from(v).unwrap().to_le_bytes());
+            }
+        }
+    }
+    fn tuple(out: &mut Vec<u8>, values: &[usize]) {
+        out.push(b'(');
+        for &v in values {
+            int(out, v);
+        }
+        out.push(b't');
+    }
+    let sorted: BTreeMap<&String, Tensor> = tensors
+        .iter()
+        .map(|(k, t)| (k, t.contiguous().unwrap()))
+        .collect();
+    let entries: Vec<(&String, Tensor)> = sorted.into_iter().collect();
+    let mut pkl = vec![0x80, 2, b'}'];
+    // Pickle sets dict items in batches of 1000.
+    for (batch, chunk) in entries.chunks(1000).enumerate() {
+        pkl.push(b'(');
+        for (i, (name, t)) in chunk.iter().enumerate() {
+            unicode(&mut pkl, name);
+            global(&mut pkl, "torch._utils", "_rebuild_tensor_v2");
+            pkl.push(b'(');
+            pkl.push(b'(');
+            unicode(&mut pkl, "storage");
+            global(&mut pkl, "torch", "FloatStorage");
+            unicode(&mut pkl, &(batch * 1000 + i).to_string());
+            unicode(&mut pkl, "cpu");
+            int(&mut pkl, t.elem_count());
+            pkl.extend([b't', b'Q']);
+            int(&mut pkl, 0);
+            tuple(&mut pkl, t.dims());
+            tuple(&mut pkl, t.stride());
+            pkl.push(0x89);
+            global(&mut pkl, "collections", "OrderedDict");
+            pkl.extend([b')', b'R', b't', b'R']);
+        }
+        pkl.push(b'u');
+    }
+    pkl.push(b'.');
+
+    let archive = path.file_stem().unwrap().to_str().unwrap();
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let mut record = |name: String, bytes: &[u8]| {
+        zip.start_file(format!("{archive}/{name}"), stored).unwrap();
+        zip.write_all(bytes).unwrap();
+    };
+    record("data.pkl".into(), &pkl);
+    record("byteorder".into(), b"little");
+    for (key, (_, t)) in entries.iter().enumerate() {
+        let values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        record(format!("data/{key}"), &bytes);
+    }
+    record("version".into(), b"3\n");
+    zip.finish().unwrap();
 }
 
 #[test]
 fn a_tiny_official_checkpoint_loads_and_computes_like_its_sources() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny-4view.safetensors");
-    write_tiny_checkpoint(&path);
     let unet_params: MvUNetParams = {
         let c: serde_json::Value =
             serde_json::from_slice(&std::fs::read(fixture("mvdream_tiny/config.json")).unwrap())
@@ -244,8 +338,6 @@ fn a_tiny_official_checkpoint_loads_and_computes_like_its_sources() {
         vae: VaeConfig::load(&fixture("sd_tiny/vae/config.json")).unwrap(),
         text: ClipTextConfig::load(&fixture("sd_tiny/text_encoder/config.json")).unwrap(),
     };
-    let model = MvdreamModel::load(&path, &arch, DType::F32, &Device::Cpu).unwrap();
-
     let dev = Device::Cpu;
     let inputs =
         candle_core::safetensors::load(fixture("mvdream_tiny/inputs.safetensors"), &dev).unwrap();
@@ -257,39 +349,66 @@ fn a_tiny_official_checkpoint_loads_and_computes_like_its_sources() {
         .iter()
         .map(|&v| v as f64)
         .collect();
-    let out = model
-        .unet
-        .forward_views(
-            &inputs["mv4.x"],
-            &t,
-            &inputs["mv4.context"],
-            Views {
-                camera: Some(&inputs["mv4.camera"]),
-                frames: 4,
-            },
-        )
-        .unwrap();
-    assert!(common::max_abs_diff(&out, &expected["mv4.out"]) <= 1e-4);
-
     let p = common::parity();
-    let hidden = model.text_encoder.forward(&p["text.input_ids"]).unwrap();
-    assert!(common::max_abs_diff(&hidden, &p["text.last_hidden_state"]) <= 1e-4);
-    let decoded = model.vae.decode(&p["vae.dec_input"]).unwrap();
-    assert!(common::max_abs_diff(&decoded, &p["vae.dec_output"]) <= 1e-4);
+    let tensors = tiny_checkpoint();
+    let dir = tempfile::tempdir().unwrap();
+    // The official file is a PyTorch pickle; `dream3d convert` makes the safetensors copy.
+    for file in ["tiny-4view.pt", "tiny-4view.safetensors"] {
+        let path = dir.path().join(file);
+        save_checkpoint(&tensors, &path);
+        let read = dream3d::mvdream::checkpoint::read_state_dict(&path).unwrap();
+        let mut written: Vec<&String> = tensors.keys().collect();
+        written.sort();
+        assert_eq!(
+            read.keys().collect::<Vec<_>>(),
+            written,
+            "{file}: tensors read"
+        );
+        let model = MvdreamModel::load(&path, &arch, DType::F32, &dev).unwrap();
+        let out = model
+            .unet
+            .forward_views(
+                &inputs["mv4.x"],
+                &t,
+                &inputs["mv4.context"],
+                Views {
+                    camera: Some(&inputs["mv4.camera"]),
+                    frames: 4,
+                },
+            )
+            .unwrap();
+        assert!(
+            common::max_abs_diff(&out, &expected["mv4.out"]) <= 1e-4,
+            "{file}: UNet"
+        );
+        let hidden = model.text_encoder.forward(&p["text.input_ids"]).unwrap();
+        assert!(
+            common::max_abs_diff(&hidden, &p["text.last_hidden_state"]) <= 1e-4,
+            "{file}: text encoder"
+        );
+        let decoded = model.vae.decode(&p["vae.dec_input"]).unwrap();
+        assert!(
+            common::max_abs_diff(&decoded, &p["vae.dec_output"]) <= 1e-4,
+            "{file}: VAE"
+        );
 
-    // A tensor no network takes is refused by name.
-    let mut extra = candle_core::safetensors::load(&path, &dev).unwrap();
-    extra.insert(
-        "model.diffusion_model.bogus.weight".into(),
-        Tensor::zeros(2, DType::F32, &dev).unwrap(),
-    );
-    let bad = dir.path().join("bad.safetensors");
-    candle_core::safetensors::save(&extra, &bad).unwrap();
-    let err = MvdreamModel::load(&bad, &arch, DType::F32, &dev)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("model.diffusion_model.bogus.weight"), "{err}");
+        // A tensor no network takes is refused by name.
+        let mut extra = tensors.clone();
+        extra.insert(
+            "model.diffusion_model.bogus.weight".into(),
+            Tensor::zeros(2, DType::F32, &dev).unwrap(),
+        );
+        let bad = dir.path().join(format!("bad-{file}"));
+        save_checkpoint(&extra, &bad);
+        let err = MvdreamModel::load(&bad, &arch, DType::F32, &dev)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("model.diffusion_model.bogus.weight"),
+            "{file}: {err}"
+        );
+    }
 }
 
 /// Random OpenCLIP text-tower tensors (`layers` + 1 blocks, the last unused), width `d`.
@@ -369,24 +488,18 @@ const TINY_YAML: &str = r#"model:
         layer: penultimate
 "#;
 
-/// `dir/tiny-4view.safetensors` with its `tiny-4view.yaml` and `tiny-text.json`: MVDream's tiny
-/// UNet, a random LDM VAE and a random OpenCLIP text tower as wide as the UNet's context.
-fn write_consistent_tiny(dir: &Path) {
-    let path = dir.join("tiny-4view.safetensors");
-    write_tiny_checkpoint(&path);
-    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+/// open_clip's model config of TINY_YAML's text tower `tiny-text`.
+const TINY_TEXT_JSON: &str = r#"{"embed_dim": 32, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 3}}"#;
+
+/// A checkpoint of TINY_YAML's architecture `arch`: MVDream's tiny UNet, a random LDM VAE and a
+/// random OpenCLIP text tower as wide as the UNet's context.
+fn consistent_tiny(arch: &MvdreamArchitecture) -> HashMap<String, Tensor> {
+    assert_eq!(arch.text.num_hidden_layers, 2, "penultimate layer of 3");
+    assert_eq!(arch.vae.block_out_channels, [32, 64]);
+    let mut tensors = tiny_checkpoint();
     tensors
         .retain(|k, _| !k.starts_with("cond_stage_model.") && !k.starts_with("first_stage_model."));
     tensors.extend(random_text_tower(32, 2));
-    std::fs::write(dir.join("tiny-4view.yaml"), TINY_YAML).unwrap();
-    std::fs::write(
-        dir.join("tiny-text.json"),
-        r#"{"embed_dim": 32, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 3}}"#,
-    )
-    .unwrap();
-    let arch = MvdreamArchitecture::from_yaml(&dir.join("tiny-4view.yaml")).unwrap();
-    assert_eq!(arch.text.num_hidden_layers, 2, "penultimate layer of 3");
-    assert_eq!(arch.vae.block_out_channels, [32, 64]);
     // LDM's VAE always normalises over 32 groups: a random one of that architecture, under
     // LDM names.
     let w = Weights::random(7, DType::F32, &Device::Cpu);
@@ -399,42 +512,98 @@ fn write_consistent_tiny(dir: &Path) {
         };
         tensors.insert(format!("first_stage_model.{}", ldm_vae_name(&k, 2)), t);
     }
-    candle_core::safetensors::save(&tensors, &path).unwrap();
+    tensors
+}
+
+/// `dir/<checkpoint>` (safetensors or `.pt`) of [`consistent_tiny`], with its YAML (same
+/// stem) and `tiny-text.json` beside it.
+fn write_consistent_tiny(dir: &Path, checkpoint: &str) {
+    let path = dir.join(checkpoint);
+    let yaml = path.with_extension("yaml");
+    std::fs::write(&yaml, TINY_YAML).unwrap();
+    std::fs::write(dir.join("tiny-text.json"), TINY_TEXT_JSON).unwrap();
+    let arch = MvdreamArchitecture::from_yaml(&yaml, &path).unwrap();
+    save_checkpoint(&consistent_tiny(&arch), &path);
+}
+
+/// [`write_consistent_tiny`]'s `dir/tiny-4view.safetensors`, loaded.
+fn load_consistent_tiny(dir: &Path) -> MvdreamModel {
+    write_consistent_tiny(dir, "tiny-4view.safetensors");
+    let path = dir.join("tiny-4view.safetensors");
+    let arch = MvdreamArchitecture::from_yaml(&dir.join("tiny-4view.yaml"), &path).unwrap();
+    MvdreamModel::load(&path, &arch, DType::F32, &Device::Cpu).unwrap()
+}
+
+/// `dream3d sample` in `dir` with `args`: 2 DDIM steps at 32 px.
+fn sample(dir: &Path, args: &[&str]) -> std::process::Output {
+    common::dream3d(dir)
+        .arg("sample")
+        .args(["--steps", "2", "--width", "32", "--height", "32"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The `samples.json` sidecar of `dream3d sample`'s output folder.
+fn sidecar(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("samples.json")).unwrap()).unwrap()
 }
 
 #[test]
 fn four_view_previews_from_a_checkpoint_with_its_yaml() {
     let dir = tempfile::tempdir().unwrap();
-    write_consistent_tiny(dir.path());
-    let out = common::dream3d(dir.path())
-        .args([
-            "sample",
+    write_consistent_tiny(dir.path(), "tiny-4view.safetensors");
+    let out = sample(
+        dir.path(),
+        &[
             "--mvdream",
             "tiny-4view.safetensors",
             "--prompt",
             "a chair",
-        ])
-        .args([
-            "-n", "2", "--steps", "2", "--width", "32", "--height", "32", "--seed", "3", "-o", "mv",
-        ])
-        .output()
-        .unwrap();
+            "-n",
+            "2",
+            "--seed",
+            "3",
+            "-o",
+            "mv",
+        ],
+    );
     common::assert_success(&out);
     let mv = dir.path().join("mv");
+    let open = |f: &str| image::open(mv.join(f)).unwrap().to_rgb8();
+    let (w, h) = (32, 32);
+    let mut strips = vec![];
     for object in 0..2 {
-        for v in 0..4 {
-            let img = image::open(mv.join(format!("{object:04}-view{v}.png"))).unwrap();
-            assert_eq!((img.width(), img.height()), (32, 32));
+        let views: Vec<_> = (0..4)
+            .map(|v| open(&format!("{object:04}-view{v}.png")))
+            .collect();
+        for view in &views {
+            assert_eq!(view.dimensions(), (w, h));
         }
-        assert!(
-            mv.join(format!("{object:04}.png")).is_file(),
-            "4-view strip"
-        );
+        // The object's 4 views side by side in one row, as the official script saves them.
+        let strip = open(&format!("{object:04}.png"));
+        assert_eq!(strip.height(), h, "one row");
+        let gaps = strip.width() - 4 * w;
+        assert_eq!(gaps % 3, 0, "equal gaps between 4 views");
+        for (v, view) in views.iter().enumerate() {
+            let x = v as u32 * (w + gaps / 3);
+            let placed = image::imageops::crop_imm(&strip, x, 0, w, h).to_image();
+            assert!(placed == *view, "view {v} of object {object} in its strip");
+        }
+        strips.push(strip);
     }
-    let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(mv.join("samples.json")).unwrap()).unwrap();
-    assert_eq!(sidecar["views"], 4);
-    assert!(sidecar["conditioning"]
+    // The grid: one object per row.
+    let grid = open("grid.png");
+    let gap = (strips[0].width() - 4 * w) / 3;
+    assert_eq!(grid.dimensions(), (strips[0].width(), 2 * h + gap));
+    for (row, strip) in strips.iter().enumerate() {
+        let y = row as u32 * (h + gap);
+        let placed = image::imageops::crop_imm(&grid, 0, y, strip.width(), h).to_image();
+        assert!(placed == *strip, "object {row} in the grid");
+    }
+    let record = sidecar(&mv);
+    assert_eq!(record["views"], 4);
+    assert!(record["conditioning"]
         .as_str()
         .unwrap()
         .contains("a chair, 3d asset"));
@@ -451,18 +620,21 @@ fn four_view_previews_from_a_checkpoint_with_its_yaml() {
         dir.path().join("noise.safetensors"),
     )
     .unwrap();
-    let out = common::dream3d(dir.path())
-        .args([
-            "sample",
+    let out = sample(
+        dir.path(),
+        &[
             "--mvdream",
             "tiny-4view.safetensors",
             "--prompt",
             "a chair",
-        ])
-        .args(["-n", "2", "--steps", "2", "--width", "32", "--height", "32"])
-        .args(["--init-noise", "noise.safetensors", "-o", "same"])
-        .output()
-        .unwrap();
+            "-n",
+            "2",
+            "--init-noise",
+            "noise.safetensors",
+            "-o",
+            "same",
+        ],
+    );
     common::assert_success(&out);
     let same = dir.path().join("same");
     for v in 0..4 {
@@ -470,19 +642,174 @@ fn four_view_previews_from_a_checkpoint_with_its_yaml() {
         assert_eq!(view(0), view(1), "view {v}");
     }
 
-    let out = common::dream3d(dir.path())
-        .args([
-            "sample",
+    let out = sample(
+        dir.path(),
+        &[
             "--mvdream",
             "tiny-4view.safetensors",
             "--views",
             "3",
             "--prompt",
             "x",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("trained on 4 views"));
+}
+
+/// `--no-asset-suffix`, `--elevation` and `--azimuth` change what the model is given, and the
+/// sidecar records them.
+#[test]
+fn preview_flags_reach_the_model_and_the_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    write_consistent_tiny(dir.path(), "tiny-4view.safetensors");
+    let run = |out: &str, flags: &[&str]| {
+        let mut args = vec![
+            "--mvdream",
+            "tiny-4view.safetensors",
+            "--prompt",
+            "a chair",
+            "-n",
+            "1",
+            "--seed",
+            "3",
+            "-o",
+            out,
+        ];
+        args.extend(flags);
+        common::assert_success(&sample(dir.path(), &args));
+        let object = std::fs::read(dir.path().join(out).join("0000.png")).unwrap();
+        (object, sidecar(&dir.path().join(out)))
+    };
+    let (default, record) = run("default", &[]);
+    assert_eq!(record["conditioning"], "\"a chair, 3d asset\"");
+    let command = record["command"].as_str().unwrap();
+    assert!(
+        command.contains("--elevation 15") && command.contains("--azimuth 90"),
+        "the official script's cameras by default: {command}"
+    );
+
+    let (plain, record) = run("plain", &["--no-asset-suffix"]);
+    assert_eq!(record["conditioning"], "\"a chair\"");
+    assert!(record["command"]
+        .as_str()
+        .unwrap()
+        .contains("--no-asset-suffix"));
+    assert_ne!(plain, default, "the prompt without its suffix");
+
+    let (turned, record) = run("turned", &["--elevation", "30", "--azimuth", "0"]);
+    let command = record["command"].as_str().unwrap();
+    assert!(
+        command.contains("--elevation 30") && command.contains("--azimuth 0"),
+        "{command}"
+    );
+    assert_ne!(turned, default, "other cameras");
+}
+
+/// `sample --mvdream` from a prompt distribution fitted on MVDream's own text tower: each
+/// object draws its own conditioning, and γ = 0 gives every object the mean.
+#[test]
+fn four_view_previews_from_a_prompt_distribution() {
+    use dream3d::diffusion::PredictionType;
+    use dream3d::prompt::{learner, DistributionMeta, Frame, PositionMode, PromptDistribution};
+    let dir = tempfile::tempdir().unwrap();
+    let mv = load_consistent_tiny(dir.path());
+    let template = dream3d::prompt::Template {
+        prefix: "a".into(),
+        suffix: "chair".into(),
+    };
+    let frame = Frame::new(
+        &mv.text_encoder,
+        &mv.tokenizer,
+        &template,
+        2,
+        PositionMode::Official,
+    )
+    .unwrap();
+    // Soft tokens far apart (the learner starts at N(0, 0.02²)), so that σ shows in the images.
+    let soft = common::uniform(&[3, 2, 32], 11, DType::F32);
+    let encoded = learner::encode(&mv.text_encoder, &frame, &soft).unwrap();
+    let (mu, sigma) = learner::gaussian(&encoded.hidden).unwrap();
+    let text = &mv.text_encoder.config;
+    let fitted = PromptDistribution {
+        soft_prompts: soft,
+        mu,
+        sigma,
+        meta: DistributionMeta {
+            format: "dream3d-prompt-distribution".into(),
+            format_version: dream3d::prompt::distribution::FORMAT_VERSION,
+            base_model: "tiny-4view.safetensors".into(),
+            text_hidden_size: text.hidden_size,
+            text_layers: text.num_hidden_layers,
+            text_vocab: text.vocab_size,
+            prediction_type: PredictionType::Epsilon,
+            prompts: 3,
+            tokens_per_prompt: 2,
+            prefix: template.prefix,
+            suffix: template.suffix,
+            position_mode: PositionMode::Official,
+            steps: 0,
+            seed: 11,
+            dream3d_version: env!("CARGO_PKG_VERSION").into(),
+        },
+    };
+    fitted
+        .save(&dir.path().join("chairs.dist.safetensors"))
+        .unwrap();
+    // Both objects start from the same latents: only their conditioning can tell them apart.
+    let noise = common::uniform(&[4, 4, 16, 16], 5, DType::F32);
+    candle_core::safetensors::save(
+        &HashMap::from([("latents".to_string(), noise)]),
+        dir.path().join("noise.safetensors"),
+    )
+    .unwrap();
+    let run = |distribution: &str, out: &str, flags: &[&str]| {
+        let mut args = vec![
+            distribution,
+            "--mvdream",
+            "tiny-4view.safetensors",
+            "-n",
+            "2",
+            "--init-noise",
+            "noise.safetensors",
+            "-o",
+            out,
+        ];
+        args.extend(flags);
+        sample(dir.path(), &args)
+    };
+    let view = |out: &str, object: usize| {
+        std::fs::read(dir.path().join(format!("{out}/{object:04}-view0.png"))).unwrap()
+    };
+
+    common::assert_success(&run("chairs.dist.safetensors", "drawn", &[]));
+    assert_ne!(view("drawn", 0), view("drawn", 1), "a draw per object");
+    let drawn = dir.path().join("drawn");
+    for v in 0..4 {
+        assert!(drawn.join(format!("0001-view{v}.png")).is_file());
+    }
+    let conditioning = sidecar(&drawn)["conditioning"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        conditioning.contains("\"a * chair\"") && conditioning.contains("chairs.dist.safetensors"),
+        "{conditioning}"
+    );
+    assert!(!conditioning.contains("3d asset"), "{conditioning}");
+    assert!(drawn.join("conditioning-0.dist.safetensors").is_file());
+
+    common::assert_success(&run("chairs.dist.safetensors", "mean", &["--gamma", "0"]));
+    assert_eq!(view("mean", 0), view("mean", 1), "γ = 0: the mean for both");
+
+    // A distribution of another text encoder is refused before sampling.
+    let mut other = fitted;
+    other.meta.text_layers = 23;
+    other
+        .save(&dir.path().join("other.dist.safetensors"))
+        .unwrap();
+    let out = run("other.dist.safetensors", "other", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("23 layers"));
 }
 
 #[test]
@@ -511,13 +838,9 @@ fn convert(dir: &Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn convert_writes_a_checked_safetensors_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny-4view.safetensors");
-    write_tiny_checkpoint(&path);
+    save_checkpoint(&tiny_checkpoint(), &dir.path().join("tiny-4view.pt"));
     // The tiny checkpoint is not sd-v2-base.yaml's size: the check names a misplaced tensor.
-    let out = convert(
-        dir.path(),
-        &["tiny-4view.safetensors", "-o", "copy.safetensors"],
-    );
+    let out = convert(dir.path(), &["tiny-4view.pt", "-o", "copy.safetensors"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an MVDream checkpoint"));
     assert!(
@@ -525,26 +848,23 @@ fn convert_writes_a_checked_safetensors_copy() {
         "nothing written"
     );
 
-    // With its architecture beside it, the copy is written and loads.
+    // With its architecture beside it, the pickle's tensors are copied unchanged into
+    // `<stem>.safetensors`, which loads.
     let dir = tempfile::tempdir().unwrap();
-    write_consistent_tiny(dir.path());
-    let out = convert(
-        dir.path(),
-        &["tiny-4view.safetensors", "-o", "copy.safetensors"],
-    );
-    common::assert_success(&out);
-    let arch = MvdreamArchitecture::from_yaml(&dir.path().join("tiny-4view.yaml")).unwrap();
-    let copy = MvdreamModel::load(
-        &dir.path().join("copy.safetensors"),
-        &arch,
-        DType::F32,
-        &Device::Cpu,
-    );
-    assert!(copy.is_ok());
-    let again = convert(
-        dir.path(),
-        &["tiny-4view.safetensors", "-o", "copy.safetensors"],
-    );
+    write_consistent_tiny(dir.path(), "tiny-4view.pt");
+    common::assert_success(&convert(dir.path(), &["tiny-4view.pt"]));
+    let read = dream3d::mvdream::checkpoint::read_state_dict;
+    let original = read(&dir.path().join("tiny-4view.pt")).unwrap();
+    let copy_path = dir.path().join("tiny-4view.safetensors");
+    let copy = read(&copy_path).unwrap();
+    assert!(copy.keys().eq(original.keys()));
+    for (name, t) in &original {
+        assert_eq!(common::max_abs_diff(&copy[name], t), 0.0, "{name}");
+    }
+    let arch =
+        MvdreamArchitecture::from_yaml(&dir.path().join("tiny-4view.yaml"), &copy_path).unwrap();
+    assert!(MvdreamModel::load(&copy_path, &arch, DType::F32, &Device::Cpu).is_ok());
+    let again = convert(dir.path(), &["tiny-4view.pt"]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 }
 
@@ -582,12 +902,68 @@ fn the_checkpoint_is_found_in_the_hf_cache_or_explained() {
 #[test]
 fn an_unknown_text_tower_needs_its_open_clip_config() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = dir.path().join("big.yaml");
+    let configs = dir.path().join("configs");
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&configs).unwrap();
+    std::fs::create_dir_all(&models).unwrap();
+    let yaml = configs.join("big.yaml");
+    let checkpoint = models.join("big-4view.pt");
     std::fs::write(&yaml, TINY_YAML.replace("tiny-text", "ViT-bigG-14")).unwrap();
-    let err = MvdreamArchitecture::from_yaml(&yaml)
+    let err = MvdreamArchitecture::from_yaml(&yaml, &checkpoint)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("ViT-bigG-14.json"), "{err}");
+    for place in [&configs, &models] {
+        let json = place.join("ViT-bigG-14.json");
+        assert!(err.contains(&json.display().to_string()), "{err}");
+    }
+    // Found beside the checkpoint.
+    std::fs::write(
+        models.join("ViT-bigG-14.json"),
+        TINY_TEXT_JSON.replace("\"width\": 32", "\"width\": 48"),
+    )
+    .unwrap();
+    let arch = MvdreamArchitecture::from_yaml(&yaml, &checkpoint).unwrap();
+    assert_eq!(arch.text.hidden_size, 48);
+}
+
+/// An architecture given with `--mvdream-config` from another folder, its text tower's
+/// open_clip config beside the checkpoint (a `.pt`, as the official one).
+#[test]
+fn previews_with_an_explicit_config_from_another_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = dir.path().join("configs");
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&configs).unwrap();
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(configs.join("tiny.yaml"), TINY_YAML).unwrap();
+    std::fs::write(models.join("tiny-text.json"), TINY_TEXT_JSON).unwrap();
+    let checkpoint = models.join("tiny-4view.pt");
+    let arch = MvdreamArchitecture::from_yaml(&configs.join("tiny.yaml"), &checkpoint).unwrap();
+    save_checkpoint(&consistent_tiny(&arch), &checkpoint);
+
+    let args = ["--mvdream", "models/tiny-4view.pt", "--prompt", "a chair"];
+    // Without the config, sd-v2-base.yaml's architecture does not fit.
+    let out = sample(dir.path(), &args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loading MVDream"));
+    let flags = [
+        "--mvdream-config",
+        "configs/tiny.yaml",
+        "-n",
+        "1",
+        "-o",
+        "mv",
+    ];
+    let out = sample(dir.path(), &[&args[..], &flags].concat());
+    common::assert_success(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configs/tiny.yaml"));
+    let mv = dir.path().join("mv");
+    assert!(mv.join("0000.png").is_file());
+    let command = sidecar(&mv)["command"].as_str().unwrap().to_string();
+    assert!(
+        command.contains("--mvdream-config configs/tiny.yaml"),
+        "{command}"
+    );
 }
 
 /// A small, fast `generate` configuration: 64² renders of a small field with a neural
@@ -618,7 +994,7 @@ background = { neural = { hidden = 8 } }
 #[test]
 fn generate_distils_checkpoints_resumes_and_exports() {
     let dir = tempfile::tempdir().unwrap();
-    write_consistent_tiny(dir.path());
+    write_consistent_tiny(dir.path(), "tiny-4view.safetensors");
     std::fs::write(dir.path().join("small.toml"), GENERATE_TOML).unwrap();
     let generate = |extra: &[&str]| {
         common::dream3d(dir.path())
@@ -754,16 +1130,8 @@ fn multiview_guidance_conditions_the_unet_as_mvdream_threestudio() {
     };
     use dream3d::models::unet::Views;
     let dir = tempfile::tempdir().unwrap();
-    write_consistent_tiny(dir.path());
-    let arch = MvdreamArchitecture::from_yaml(&dir.path().join("tiny-4view.yaml")).unwrap();
+    let mv = load_consistent_tiny(dir.path());
     let dev = Device::Cpu;
-    let mv = MvdreamModel::load(
-        &dir.path().join("tiny-4view.safetensors"),
-        &arch,
-        DType::F32,
-        &dev,
-    )
-    .unwrap();
     let cond = common::uniform(&[1, 77, 32], 1, DType::F32);
     let uncond = common::uniform(&[1, 77, 32], 2, DType::F32);
     let guidance = MultiViewGuidance {

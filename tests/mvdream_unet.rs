@@ -100,6 +100,7 @@ fn four_views_match_with_every_block_and_the_embedding() {
 
     let mut trace = UNetTrace::default();
     let out = run(&unet, "mv4", 4, true, Some(&mut trace));
+    assert_eq!(trace.input_blocks.len(), 6);
     for (k, t) in trace.input_blocks.iter().enumerate() {
         let err = common::max_abs_diff(t, &e[&format!("mv4.input_blocks.{k}")]);
         assert!(err <= TOL, "input_blocks.{k}: {err}");

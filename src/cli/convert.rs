@@ -5,7 +5,6 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use dream3d::mvdream::checkpoint::read_state_dict;
-use dream3d::mvdream::yaml_config::config_path;
 use dream3d::mvdream::{MvdreamArchitecture, MvdreamModel};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,10 +36,8 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     if out.exists() && !args.force {
         bail!("{} exists: pass --force to replace it", out.display());
     }
-    let arch = match config_path(&args.checkpoint, args.mvdream_config.as_deref()) {
-        Some(yaml) => MvdreamArchitecture::from_yaml(&yaml)?,
-        None => MvdreamArchitecture::default(),
-    };
+    let (arch, _) =
+        MvdreamArchitecture::for_checkpoint(&args.checkpoint, args.mvdream_config.as_deref())?;
     let tensors = read_state_dict(&args.checkpoint)?;
     let count = tensors.len();
     // Builds the networks once: every name and shape is checked (the tensors are shared, not

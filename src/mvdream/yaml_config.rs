@@ -79,9 +79,22 @@ pub fn config_path(checkpoint: &Path, explicit: Option<&Path>) -> Option<PathBuf
 }
 
 impl MvdreamArchitecture {
+    /// The architecture of `checkpoint`, from the YAML [`config_path`] finds, else the built-in
+    /// `sd-v2-base.yaml` one; with the YAML file read, if any.
+    pub fn for_checkpoint(
+        checkpoint: &Path,
+        explicit: Option<&Path>,
+    ) -> Result<(Self, Option<PathBuf>)> {
+        match config_path(checkpoint, explicit) {
+            Some(yaml) => Ok((Self::from_yaml(&yaml, checkpoint)?, Some(yaml))),
+            None => Ok((Self::default(), None)),
+        }
+    }
+
     /// Reads an official-format YAML file. An OpenCLIP architecture other than ViT-H-14 is
-    /// read from `<arch>.json` (open_clip's model config) beside the YAML file.
-    pub fn from_yaml(path: &Path) -> Result<Self> {
+    /// read from `<arch>.json` (open_clip's model config) beside the YAML file, else beside
+    /// `checkpoint`.
+    pub fn from_yaml(path: &Path, checkpoint: &Path) -> Result<Self> {
         let bad = |reason: String| Error::BadConfig {
             path: path.to_path_buf(),
             reason,
@@ -127,13 +140,21 @@ impl MvdreamArchitecture {
         let tower = match arch {
             "ViT-H-14" => vit_h_14(),
             other => {
-                let json = path.with_file_name(format!("{other}.json"));
-                let cfg: Value = crate::models::config::read_json(&json).map_err(|_| {
+                let file = format!("{other}.json");
+                let mut places = vec![path.with_file_name(&file)];
+                let beside_checkpoint = checkpoint.with_file_name(&file);
+                if beside_checkpoint != places[0] {
+                    places.push(beside_checkpoint);
+                }
+                let json = places.iter().find(|p| p.is_file()).ok_or_else(|| {
+                    let searched: Vec<String> =
+                        places.iter().map(|p| p.display().to_string()).collect();
                     bad(format!(
-                        "text tower `{other}` is not built in (ViT-H-14 is): put open_clip's {} beside the config",
-                        json.display()
+                        "text tower `{other}` is not built in (ViT-H-14 is): put open_clip's {file} beside the config or the checkpoint (looked for {})",
+                        searched.join(" and ")
                     ))
                 })?;
+                let cfg: Value = crate::models::config::read_json(json)?;
                 serde_json::from_value(cfg["text_cfg"].clone())
                     .map_err(|e| bad(format!("{}: text_cfg: {e}", json.display())))?
             }
@@ -161,5 +182,30 @@ impl MvdreamArchitecture {
                 layer_norm_eps: 1e-5,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_is_the_explicit_one_else_the_checkpoints_namesake_else_built_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = dir.path().join("tiny-4view.pt");
+        let explicit = dir.path().join("other/arch.yaml");
+        assert_eq!(config_path(&checkpoint, None), None);
+        let (arch, yaml) = MvdreamArchitecture::for_checkpoint(&checkpoint, None).unwrap();
+        assert_eq!(yaml, None);
+        assert_eq!(arch.unet, MvUNetParams::default());
+
+        let namesake = dir.path().join("tiny-4view.yaml");
+        std::fs::write(&namesake, "").unwrap();
+        assert_eq!(config_path(&checkpoint, None), Some(namesake));
+        assert_eq!(
+            config_path(&checkpoint, Some(&explicit)),
+            Some(explicit.clone()),
+            "an explicit config wins over the namesake"
+        );
     }
 }

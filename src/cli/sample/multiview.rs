@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use dream3d::camera::mvdream_cameras;
+use dream3d::camera::{mvdream_camera_tensor, mvdream_cameras};
 
 /// MVDream's hub repository and the checkpoint `--mvdream` loads by default.
 pub const DEFAULT_MODEL: &str = "MVDream/MVDream";
@@ -42,16 +42,13 @@ pub fn load_mvdream(
     device: &Device,
 ) -> anyhow::Result<dream3d::mvdream::MvdreamModel> {
     use anyhow::Context;
-    use dream3d::mvdream::{yaml_config::config_path, MvdreamArchitecture, MvdreamModel};
+    use dream3d::mvdream::{MvdreamArchitecture, MvdreamModel};
     let path = dream3d::mvdream::checkpoint::find_checkpoint(lookup, name)?;
     eprintln!("MVDream checkpoint: {}", path.display());
-    let arch = match config_path(&path, config) {
-        Some(yaml) => {
-            eprintln!("MVDream architecture: {}", yaml.display());
-            MvdreamArchitecture::from_yaml(&yaml)?
-        }
-        None => MvdreamArchitecture::default(),
-    };
+    let (arch, yaml) = MvdreamArchitecture::for_checkpoint(&path, config)?;
+    if let Some(yaml) = yaml {
+        eprintln!("MVDream architecture: {}", yaml.display());
+    }
     MvdreamModel::load(&path, &arch, dtype, device)
         .with_context(|| format!("loading MVDream from {}", path.display()))
 }
@@ -71,12 +68,8 @@ impl MultiViewArgs {
 
     /// The views' cameras (views × 16), MVDream's `get_camera`.
     pub fn cameras(&self, device: &Device) -> candle_core::Result<Tensor> {
-        let flat: Vec<f32> = mvdream_cameras(self.views, self.elevation, self.azimuth, 360.0, true)
-            .iter()
-            .flatten()
-            .map(|&v| v as f32)
-            .collect();
-        Tensor::from_vec(flat, (self.views, 16), device)?.to_dtype(DType::F32)
+        let cameras = mvdream_cameras(self.views, self.elevation, self.azimuth, 360.0, true);
+        mvdream_camera_tensor(&cameras, device)
     }
 
     /// The prompt MVDream sees for a plain `--prompt`.
