@@ -23,6 +23,16 @@ struct SampleGrad {
 }
 @group(0) @binding(9) var<storage, read_write> sample_grads: array<SampleGrad>;
 
+// The rays one backward dispatch takes (their samples must fit one storage binding), and the
+// offset of their first sample, subtracted from the frame-wide offsets.
+struct RayChunk {
+    first_ray: u32,
+    rays: u32,
+    first_sample: u32,
+    _pad: u32,
+}
+@group(0) @binding(10) var<uniform> chunk: RayChunk;
+
 // The ray of global invocation `gid`, or rays ≥ frame.rays for idle threads.
 fn ray_id(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return gid.x + gid.y * groups.x * 64u;
@@ -92,8 +102,8 @@ fn render(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 
 @compute @workgroup_size(64)
 fn ray_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let id = ray_id(gid, groups);
-    if id >= frame.rays {
+    let id = chunk.first_ray + ray_id(gid, groups);
+    if id >= chunk.first_ray + chunk.rays {
         return;
     }
     let ray = pixel_ray(id);
@@ -101,7 +111,7 @@ fn ray_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if hits.x >= hits.y {
         return;
     }
-    var slot = sample_counts[id];
+    var slot = sample_counts[id] - chunk.first_sample;
     let out = color[id];
     let g = grad_color[id];
     let bg = background(ray.dir);

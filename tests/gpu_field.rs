@@ -214,6 +214,35 @@ fn check_against_reference(
     );
 }
 
+/// A device whose storage bindings hold fewer samples than a render has: the backward pass
+/// runs in chunks of rays and adds up the same gradients.
+#[test]
+fn backward_in_chunks_matches_the_reference() {
+    let config = small_config();
+    let params = random_params(&config, 13);
+    let mut ctx =
+        GpuContext::new().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)");
+    ctx.poison_buffers = true;
+    ctx.max_binding = 64 * 1024;
+    let mut field = GpuField::new(Arc::new(ctx), config.clone(), &params).unwrap();
+    let cams = cameras();
+    let s = settings();
+    let out = field.render(&cams, W, H, &s).unwrap();
+    let counts = field.last_sample_counts().unwrap();
+    let chunks = dream3d::gpu::field::ray_chunks(&counts, 64 * 1024 / 32);
+    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+    let g: Vec<[f32; 4]> = out.color.iter().map(|c| [c[2], 0.3, -c[0], c[3]]).collect();
+    field.backward(&g).unwrap();
+    let p64 = to_f64(&params);
+    let reference = ReferenceField::new(&config, &p64);
+    let all_rays = rays(&cams);
+    let want = render_rays(&reference, &all_rays, &s, None);
+    let g64: Vec<[f64; 4]> = g.iter().map(|g| g.map(f64::from)).collect();
+    let want_grads = backward_rays(&reference, &all_rays, &s, None, &want, &g64);
+    let err = relative_error(&to_f64(&field.grads().unwrap()), &want_grads);
+    assert!(err < 1e-3, "gradient relative error {err} in chunks");
+}
+
 #[test]
 fn reference_gradients_match_finite_differences() {
     let config = FieldConfig {

@@ -3,7 +3,8 @@
 
 use dream3d::field::{Background, FieldConfig};
 use dream3d::gpu::field::{
-    AdamUniform, CameraUniform, FrameUniform, OccupancyUniform, QueryUniform, WorkUniform,
+    AdamUniform, CameraUniform, FrameUniform, OccupancyUniform, QueryUniform, RayChunkUniform,
+    WorkUniform,
 };
 use dream3d::gpu::mesh_preview::ViewUniform;
 use dream3d::gpu::shader::{Sources, MESH_PREVIEW};
@@ -95,6 +96,9 @@ fn host_structs_match_the_wgsl_layouts() {
         "use_occupancy" => use_occupancy, "background" => background,
     ]);
     same_layout!(&render, "Camera", CameraUniform, ["rows" => rows, "intrinsics" => intrinsics]);
+    same_layout!(&render, "RayChunk", RayChunkUniform, [
+        "first_ray" => first_ray, "rays" => rays, "first_sample" => first_sample, "_pad" => pad,
+    ]);
     let backward = module(&s.field_backward);
     same_layout!(&backward, "Work", WorkUniform, ["samples" => samples, "groups_x" => groups_x]);
     let adam = module(&s.adam);

@@ -45,6 +45,16 @@ pub struct WorkUniform {
     pub pad: [u32; 2],
 }
 
+/// `RayChunk` in `shaders/render.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct RayChunkUniform {
+    pub first_ray: u32,
+    pub rays: u32,
+    pub first_sample: u32,
+    pub pad: u32,
+}
+
 /// `AdamStep` in `shaders/adam.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
@@ -400,59 +410,69 @@ impl GpuField {
         let mut offsets = Vec::with_capacity(rays);
         let mut total = 0u64;
         for &c in &counts {
-            offsets.push(total as u32);
+            offsets.push(u32::try_from(total).map_err(|_| {
+                Error::Gpu(format!("more than {} samples in one render", u32::MAX))
+            })?);
             total += c as u64;
         }
-        if total == 0 {
+        let chunks = ray_chunks(&counts, self.ctx.max_binding / SAMPLE_GRAD_BYTES);
+        let largest = chunks.iter().map(|c| c.samples).max().unwrap_or(0);
+        if largest == 0 {
             return ctx.wait();
         }
-        if total * SAMPLE_GRAD_BYTES > self.ctx.max_binding {
-            return Err(Error::Gpu(format!(
-                "{total} samples need {} bytes, more than the device's largest storage binding ({}): render fewer pixels or samples per ray",
-                total * SAMPLE_GRAD_BYTES,
-                self.ctx.max_binding
-            )));
+        let offsets_buffer = storage_with(ctx, "sample offsets", &offsets);
+        let sample_grads = storage(ctx, "sample grads", largest * SAMPLE_GRAD_BYTES);
+        for chunk in chunks {
+            let range = uniform(
+                ctx,
+                "ray chunk",
+                &RayChunkUniform {
+                    first_ray: chunk.first_ray as u32,
+                    rays: chunk.rays as u32,
+                    first_sample: offsets[chunk.first_ray],
+                    pad: 0,
+                },
+            );
+            run(
+                ctx,
+                &self.pipelines.ray_backward,
+                &[
+                    (0, &frame_buffer),
+                    (1, &last.cameras),
+                    (2, &self.params),
+                    (3, &self.levels),
+                    (4, &self.occupancy_bits),
+                    (5, &last.color),
+                    (7, &offsets_buffer),
+                    (8, &grad_buffer),
+                    (9, &sample_grads),
+                    (10, &range),
+                ],
+                dispatch_size((chunk.rays as u32).div_ceil(64)),
+            );
+            let groups = dispatch_size((chunk.samples as u32).div_ceil(SAMPLES_PER_GROUP));
+            let work = uniform(
+                ctx,
+                "work",
+                &WorkUniform {
+                    samples: chunk.samples as u32,
+                    groups_x: groups.0,
+                    pad: [0; 2],
+                },
+            );
+            run(
+                ctx,
+                &self.pipelines.field_backward,
+                &[
+                    (0, &work),
+                    (1, &self.params),
+                    (2, &self.levels),
+                    (3, &sample_grads),
+                    (4, &self.grads),
+                ],
+                groups,
+            );
         }
-        let offsets = storage_with(ctx, "sample offsets", &offsets);
-        let sample_grads = storage(ctx, "sample grads", total * SAMPLE_GRAD_BYTES);
-        run(
-            ctx,
-            &self.pipelines.ray_backward,
-            &[
-                (0, &frame_buffer),
-                (1, &last.cameras),
-                (2, &self.params),
-                (3, &self.levels),
-                (4, &self.occupancy_bits),
-                (5, &last.color),
-                (7, &offsets),
-                (8, &grad_buffer),
-                (9, &sample_grads),
-            ],
-            dispatch_size((rays as u32).div_ceil(64)),
-        );
-        let groups = dispatch_size((total as u32).div_ceil(SAMPLES_PER_GROUP));
-        let work = uniform(
-            ctx,
-            "work",
-            &WorkUniform {
-                samples: total as u32,
-                groups_x: groups.0,
-                pad: [0; 2],
-            },
-        );
-        run(
-            ctx,
-            &self.pipelines.field_backward,
-            &[
-                (0, &work),
-                (1, &self.params),
-                (2, &self.levels),
-                (3, &sample_grads),
-                (4, &self.grads),
-            ],
-            groups,
-        );
         ctx.wait()
     }
 
@@ -704,5 +724,61 @@ impl GpuField {
         );
         field.use_occupancy = meta.use_occupancy;
         Ok(field)
+    }
+}
+
+/// Consecutive rays whose samples fit one storage binding, for one backward dispatch each.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RayChunk {
+    pub first_ray: usize,
+    pub rays: usize,
+    pub samples: u64,
+}
+
+/// Splits rays with these sample counts into chunks of at most `max_samples` samples (a ray
+/// never has more than its samples per ray, far below any device's binding size).
+pub fn ray_chunks(counts: &[u32], max_samples: u64) -> Vec<RayChunk> {
+    let mut chunks = vec![];
+    let mut current = RayChunk {
+        first_ray: 0,
+        rays: 0,
+        samples: 0,
+    };
+    for (i, &c) in counts.iter().enumerate() {
+        if current.rays > 0 && current.samples + c as u64 > max_samples {
+            chunks.push(current);
+            current = RayChunk {
+                first_ray: i,
+                rays: 0,
+                samples: 0,
+            };
+        }
+        current.rays += 1;
+        current.samples += c as u64;
+    }
+    if current.rays > 0 {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_ray_once_within_the_limit() {
+        let counts = [5, 0, 7, 3, 3, 10, 1];
+        let chunks = ray_chunks(&counts, 10);
+        let spans: Vec<(usize, usize, u64)> = chunks
+            .iter()
+            .map(|c| (c.first_ray, c.rays, c.samples))
+            .collect();
+        assert_eq!(
+            spans,
+            [(0, 2, 5), (2, 2, 10), (4, 1, 3), (5, 1, 10), (6, 1, 1)]
+        );
+        assert_eq!(ray_chunks(&counts, 1000).len(), 1);
+        assert!(ray_chunks(&[], 10).is_empty());
     }
 }
