@@ -5,7 +5,13 @@
 //! those of a trained object (empty space skipped, rays stopping early inside it), not those of
 //! the initial blob.
 //!
+//! With `--peak-gbs` (the device's measured copy bandwidth, GB/s) it also prints the fraction
+//! of it the renderer reaches, counting the hash-grid bytes each sample must touch: every
+//! level's 8 corners' features (forward), again in the backward's re-march, and read + write of
+//! their gradients.
+//!
 //!     cargo run --release --example bench_render -- [--train-steps 150] [--reference-stride 64]
+//!         [--peak-gbs 3000]
 
 use anyhow::Result;
 use dream3d::camera::{Camera, CameraRanges, Ray};
@@ -26,6 +32,9 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let train_steps: u64 = common::arg(&args, "--train-steps").map_or(Ok(150), |s| s.parse())?;
     let stride: usize = common::arg(&args, "--reference-stride").map_or(Ok(64), |s| s.parse())?;
+    let peak_gbs: Option<f64> = common::arg(&args, "--peak-gbs")
+        .map(|s| s.parse())
+        .transpose()?;
     let ctx = Arc::new(GpuContext::new()?);
     let config = FieldConfig::default();
     let mut field = GpuField::new(ctx.clone(), config.clone(), &config.init_params(0))?;
@@ -55,6 +64,13 @@ fn main() -> Result<()> {
         field.adam_step(&AdamConfig::default())?;
         if step % 16 == 0 {
             field.update_occupancy(step as u32, 512, None, 0.95, 0.01)?;
+        }
+        if (step + 1) % 25 == 0 {
+            eprintln!(
+                "trained {} steps, {:.0} s",
+                step + 1,
+                start.elapsed().as_secs_f64()
+            );
         }
     }
     println!(
@@ -133,6 +149,20 @@ fn main() -> Result<()> {
         rate(samples, gpu_forward) / rate(reference_samples, reference_forward),
         rate(samples, gpu_both) / rate(reference_samples, reference_both)
     );
+    if let Some(peak) = peak_gbs {
+        // f32 features: every level's 8 corners, per sample.
+        let corners = (config.levels * 8 * config.features_per_level * 4) as f64;
+        for (pass, bytes, seconds) in [
+            ("forward", corners, gpu_forward),
+            ("forward + backward", 4.0 * corners, gpu_both),
+        ] {
+            let gbs = samples as f64 * bytes / seconds / 1e9;
+            println!(
+                "{pass}: {bytes:.0} B per sample, {gbs:.0} GB/s touched = {:.1} % of {peak:.0} GB/s",
+                100.0 * gbs / peak
+            );
+        }
+    }
     Ok(())
 }
 

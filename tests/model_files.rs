@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{max_abs_diff, parity, sd_tiny_dir};
+use common::{copy_dir, max_abs_diff, parity, sd_tiny_dir};
 use dream3d::stable_diffusion::{load_text_encoder, load_unet, load_vae, StableDiffusion};
 use dream3d::weights::{Lookup, ModelFiles};
 use dream3d::Error;
@@ -17,19 +17,6 @@ fn copy_model() -> (tempfile::TempDir, PathBuf) {
     let dst = tmp.path().join("model");
     copy_dir(&sd_tiny_dir(), &dst);
     (tmp, dst)
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let to = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), &to).unwrap();
-        }
-    }
 }
 
 fn offline(cache: &Path) -> Lookup {

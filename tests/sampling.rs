@@ -118,12 +118,14 @@ fn the_latest_distribution_gives_numbered_pngs_a_grid_and_a_sidecar() {
 
 #[test]
 fn the_same_seed_gives_the_same_bytes_and_any_image_regenerates_alone() {
-    let (dir, out) = sample(&["-n", "2", "--batch", "2", "--seed", "11", "-o", "a"]);
+    let (dir, out) = sample(&[
+        "-n", "2", "--batch", "2", "--seed", "11", "-o", "a", "--fp16",
+    ]);
     common::assert_success(&out);
     let again = run_in(
         dir.path(),
         &[
-            "sample", "--steps", "2", "-n", "2", "--seed", "11", "-o", "b",
+            "sample", "--steps", "2", "-n", "2", "--seed", "11", "-o", "b", "--fp16",
         ],
     );
     common::assert_success(&again);
@@ -133,13 +135,16 @@ fn the_same_seed_gives_the_same_bytes_and_any_image_regenerates_alone() {
             read(&dir.path().join("b").join(f))
         );
     }
-    // Image 1 was made in a batch with image 0; the sidecar's command makes it alone.
+    // Image 1 was made in a batch with image 0; the sidecar's command makes it alone, from
+    // any folder (its paths are absolute) and with the same weight files (`--fp16` kept).
     let sidecar: serde_json::Value =
         serde_json::from_slice(&read(&dir.path().join("a/samples.json"))).unwrap();
     let command = sidecar["images"][1]["command"].as_str().unwrap();
+    assert!(command.contains(" --fp16"), "{command}");
     let rest = command.strip_prefix("dream3d ").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
     let regen = Command::new("sh")
-        .current_dir(dir.path())
+        .current_dir(elsewhere.path())
         .arg("-c")
         .arg(format!("'{}' {rest} -o c", env!("CARGO_BIN_EXE_dream3d")))
         .output()
@@ -147,7 +152,7 @@ fn the_same_seed_gives_the_same_bytes_and_any_image_regenerates_alone() {
     common::assert_success(&regen);
     assert_eq!(
         read(&dir.path().join("a/0001.png")),
-        read(&dir.path().join("c/0000.png"))
+        read(&elsewhere.path().join("c/0000.png"))
     );
 }
 
@@ -378,6 +383,9 @@ fn bad_input_is_explained() {
     );
 
     fails_with(&["--edit", "* and *"], "2 `*` markers");
+    fails_with(&["--gamma=-1"], "must be a finite number ≥ 0");
+    let nan_gamma = format!("{}:1:NaN", latest.display());
+    fails_with(&["--mix", &nan_gamma], "must be a finite number ≥ 0");
 
     let blocker = fitted().join("a-file");
     std::fs::write(&blocker, b"").unwrap();

@@ -4,7 +4,7 @@
 
 use super::progress::Progress;
 use super::sample::multiview::{load_mvdream, DEFAULT_MODEL};
-use super::sample::source::{latest_distribution, MixSpec, Source};
+use super::sample::source::{chosen_distribution, MixSpec, Source};
 use anyhow::{bail, Context};
 use clap::Args;
 use dream3d::distill::guidance::MultiViewGuidance;
@@ -160,12 +160,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 Source::Prompt(p.clone())
             }
             None => {
-                let path = match &args.distribution {
-                    Some(p) => p.clone(),
-                    None => latest_distribution()
-                        .context("no prompt distribution given, and none at dream3d-runs/latest.dist.safetensors (where `dream3d fit REFS` leaves one): name a .dist.safetensors file, or use --prompt TEXT")?
-                        .to_path_buf(),
-                };
+                let path = chosen_distribution(args.distribution.as_deref())?;
                 Source::distributions(
                     vec![MixSpec {
                         path,

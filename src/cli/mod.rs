@@ -60,6 +60,9 @@ impl Cli {
     }
 }
 
+/// The hub revision models are looked up at unless `--revision` says otherwise.
+pub const DEFAULT_REVISION: &str = "main";
+
 /// How to find the Stable Diffusion model (shared by every subcommand that loads one).
 #[derive(Args, Clone)]
 pub struct ModelArgs {
@@ -69,7 +72,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model: Option<String>,
     /// Hub revision (branch, tag or commit).
-    #[arg(long, default_value = "main")]
+    #[arg(long, default_value = DEFAULT_REVISION)]
     pub revision: String,
     /// Never download (also set by HF_HUB_OFFLINE=1).
     #[arg(long)]
@@ -80,6 +83,17 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The commit `--revision` stands for in the HF cache when `model` is a hub id held there
+    /// (a branch moves on; the commit keeps a recorded command on the same files).
+    pub fn pinned_revision(&self, model: &str) -> Option<String> {
+        if Path::new(model).exists() {
+            return None;
+        }
+        let lookup = self.lookup();
+        let snapshot = dream3d::weights::hub::snapshot_dir(&lookup.cache, model, &self.revision)?;
+        Some(snapshot.file_name()?.to_string_lossy().into_owned())
+    }
+
     pub fn lookup(&self) -> dream3d::weights::Lookup {
         let default = dream3d::weights::Lookup::default();
         dream3d::weights::Lookup {

@@ -1,6 +1,8 @@
 //! Shared test helpers: the project's copy of the reference fixtures and tensor comparisons.
 #![allow(dead_code)]
 
+pub mod mvdream;
+
 use candle_core::{DType, Device, Tensor};
 use dream3d::weights::{Lookup, ModelFiles};
 use std::collections::HashMap;
@@ -109,4 +111,18 @@ pub fn analytic_surface(n: usize, f: impl Fn([f32; 3]) -> f32) -> dream3d::mesh:
     .isosurface(0.0);
     mesh.weld();
     mesh
+}
+
+/// Copies the folder `from` to `to`, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }

@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use std::path::Path;
 
 pub struct InitNoise {
-    /// The argument as given (recorded in the sidecar).
+    /// The argument with its file made absolute (recorded in the sidecar).
     pub spec: String,
     tensor: Tensor,
     /// Images per object.
@@ -43,8 +43,12 @@ impl InitNoise {
                 names.join(", ")
             )
         })?;
+        let file = super::sidecar::absolute_if_local(&path.to_string_lossy());
         Ok(Self {
-            spec: spec.to_string(),
+            spec: match name {
+                Some(n) => format!("{file}:{n}"),
+                None => file,
+            },
             tensor,
             views,
         })

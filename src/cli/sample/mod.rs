@@ -16,7 +16,7 @@ use dream3d::stable_diffusion::StableDiffusion;
 use indicatif::{ProgressBar, ProgressStyle};
 use init_noise::InitNoise;
 use multiview::MultiViewArgs;
-use sidecar::{shell_command, ImageRecord, MixRecord, Sidecar};
+use sidecar::{absolute_if_local, shell_command, ImageRecord, MixRecord, Sidecar};
 use source::{MixSpec, Source};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -202,6 +202,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
     eprintln!("seed {seed} (object i uses seed + i)");
     let kept = keep_distributions(&source, &out)?;
+    let pinned = args.model.pinned_revision(&model);
     let regenerate = |seed: u64, images: usize, init_noise: Option<&str>| {
         let mut a: Vec<String> = vec!["dream3d".into(), "sample".into()];
         a.extend(kept.iter().flat_map(|m| {
@@ -217,7 +218,15 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
             a.extend(["--edit".into(), e.clone()]);
         }
         a.extend(args.multiview.flags());
-        let model_flag = (!multiview).then(|| ("--model", model.clone()));
+        // The weights must be the same files: the revision (as a commit) and precision too.
+        let revision = pinned.as_deref().unwrap_or(&args.model.revision);
+        if revision != super::DEFAULT_REVISION {
+            a.extend(["--revision".into(), revision.to_string()]);
+        }
+        if args.model.fp16 {
+            a.push("--fp16".into());
+        }
+        let model_flag = (!multiview).then(|| ("--model", absolute_if_local(&model)));
         for (flag, value) in model_flag.into_iter().chain([
             ("--negative", args.negative.clone()),
             ("--steps", settings.steps.to_string()),
@@ -249,8 +258,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         settings: settings.clone(),
         views,
         seed,
-        init_noise: args.init_noise.clone(),
-        command: regenerate(seed, args.images, args.init_noise.as_deref()),
+        init_noise: init.as_ref().map(|n| n.spec.clone()),
+        command: regenerate(seed, args.images, init.as_ref().map(|n| n.spec.as_str())),
         images: Vec::with_capacity(args.images),
     };
 
@@ -306,16 +315,7 @@ fn resolve_source(args: &SampleArgs) -> anyhow::Result<Source> {
     let specs = if !args.mix.is_empty() {
         args.mix.clone()
     } else {
-        let path = match &args.distribution {
-            Some(p) => p.clone(),
-            None => source::latest_distribution()
-                .context(format!(
-                    "no prompt distribution given, and none at {} (where `dream3d fit REFS` leaves one): name a .dist.safetensors file, use --mix, or --prompt TEXT",
-                    super::fit::LATEST
-                ))?
-                .to_path_buf(),
-        };
-        eprintln!("prompt distribution: {}", path.display());
+        let path = source::chosen_distribution(args.distribution.as_deref())?;
         vec![MixSpec {
             path,
             weight: 1.0,
@@ -335,7 +335,7 @@ fn keep_distributions(source: &Source, out: &Path) -> anyhow::Result<Vec<MixReco
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let copy = out.join(format!("conditioning-{i}.dist.safetensors"));
+            let copy = std::path::absolute(out.join(format!("conditioning-{i}.dist.safetensors")))?;
             let bytes =
                 std::fs::read(&m.path).with_context(|| format!("reading {}", m.path.display()))?;
             dream3d::files::write_atomic(&copy, &bytes)?;

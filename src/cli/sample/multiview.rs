@@ -1,6 +1,7 @@
 //! `dream3d sample --mvdream`: MVDream 4-view previews of an object, the look users check
 //! before a long 3D job.
 
+use super::sidecar::absolute_if_local;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use dream3d::camera::{mvdream_camera_tensor, mvdream_cameras};
@@ -86,12 +87,14 @@ impl MultiViewArgs {
         let Some(model) = &self.mvdream else {
             return vec![];
         };
-        let config = self
-            .mvdream_config
-            .iter()
-            .flat_map(|c| ["--mvdream-config".to_string(), c.display().to_string()]);
+        let config = self.mvdream_config.iter().flat_map(|c| {
+            [
+                "--mvdream-config".to_string(),
+                absolute_if_local(&c.to_string_lossy()),
+            ]
+        });
         let mut f: Vec<String> = [
-            ("--mvdream", model.clone()),
+            ("--mvdream", absolute_if_local(model)),
             ("--views", self.views.to_string()),
             ("--elevation", self.elevation.to_string()),
             ("--azimuth", self.azimuth.to_string()),

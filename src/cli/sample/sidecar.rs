@@ -54,6 +54,16 @@ impl Sidecar {
     }
 }
 
+/// `arg` as an absolute path when it names something on disk (hub ids stay as they are), so
+/// that the recorded commands work from any folder.
+pub fn absolute_if_local(arg: &str) -> String {
+    let path = Path::new(arg);
+    match path.exists().then(|| std::path::absolute(path)) {
+        Some(Ok(absolute)) => absolute.display().to_string(),
+        _ => arg.to_string(),
+    }
+}
+
 /// A command line from arguments, quoted for POSIX shells where needed.
 pub fn shell_command(args: &[String]) -> String {
     args.iter()

@@ -57,9 +57,16 @@ impl Source {
         let members = specs
             .into_iter()
             .map(|spec| {
+                let gamma = spec.gamma.unwrap_or(default_gamma);
+                if !(gamma.is_finite() && gamma >= 0.0) {
+                    bail!(
+                        "γ = {gamma} for {}: the variance scale (--gamma, or GAMMA in --mix PATH:WEIGHT:GAMMA) must be a finite number ≥ 0; 0 gives the mean prompt",
+                        spec.path.display()
+                    );
+                }
                 let distribution = PromptDistribution::load(&spec.path, &candle_core::Device::Cpu)?;
                 Ok(Member {
-                    gamma: spec.gamma.unwrap_or(default_gamma),
+                    gamma,
                     path: spec.path,
                     weight: spec.weight,
                     distribution,
@@ -142,10 +149,20 @@ impl Source {
     }
 }
 
-/// Where `dream3d fit` leaves its result when not told otherwise.
-pub fn latest_distribution() -> Option<&'static Path> {
-    let p = Path::new(super::super::fit::LATEST);
-    p.is_file().then_some(p)
+/// The distribution named on the command line, or else the latest one `dream3d fit` left;
+/// printed, since the default depends on what was fitted last in this folder.
+pub fn chosen_distribution(named: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let latest = Path::new(super::super::fit::LATEST);
+    let path = match named {
+        Some(path) => path.to_path_buf(),
+        None if latest.is_file() => latest.to_path_buf(),
+        None => bail!(
+            "no prompt distribution given, and none at {} (where `dream3d fit REFS` leaves one): name a .dist.safetensors file, or use --prompt TEXT",
+            latest.display()
+        ),
+    };
+    eprintln!("prompt distribution: {}", path.display());
+    Ok(path)
 }
 
 #[cfg(test)]
