@@ -5,7 +5,7 @@
 //! in one batch.
 //!
 //!     cargo run --release --example bench_generate_step -- [--steps 1] [--stage 64|256]
-//!         [--background solid|neural|augmented] [--json OUT.json]
+//!         [--background solid|neural|augmented] [--json OUT.json] [--f32]
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -29,7 +29,13 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let steps: u64 = common::arg(&args, "--steps").map_or(Ok(1), |s| s.parse())?;
     let dev = Device::cuda_if_available(0)?;
-    let dtype = if dev.is_cpu() { DType::F32 } else { DType::F16 };
+    // f16 on GPUs, as generate runs; `--f32` there too (random full-size weights can
+    // overflow f16, which trained ones do not).
+    let dtype = if dev.is_cpu() || args.iter().any(|a| a == "--f32") {
+        DType::F32
+    } else {
+        DType::F16
+    };
     let (config, layout) = MvUNetParams::default().unet_config(Path::new("sd-v2-base.yaml"))?;
     let unet = UNet2DConditionModel::load(config, layout, &Weights::random(0, dtype, &dev))?;
     let arch = MvdreamArchitecture::default();
