@@ -19,6 +19,17 @@ fn cache_snapshot(hub: &Path, repo_id: &str, fill: impl FnOnce(&Path)) {
     fill(&snapshot);
 }
 
+/// The README's second command, as a user types it.
+const GENERATE: [&str; 7] = [
+    "generate",
+    "--views",
+    "4",
+    "--edit",
+    "made of gold",
+    "-o",
+    "out.glb",
+];
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -45,17 +56,7 @@ fn fit_then_generate_as_typed() {
     };
 
     // Before any fit, generate says what it looked for.
-    let early = dream3d(&[
-        "generate",
-        "--views",
-        "4",
-        "--edit",
-        "made of gold",
-        "-o",
-        "out.glb",
-    ])
-    .output()
-    .unwrap();
+    let early = dream3d(&GENERATE).output().unwrap();
     assert!(!early.status.success());
     assert!(
         stderr(&early).contains("none at dream3d-runs/latest.dist.safetensors"),
@@ -89,18 +90,7 @@ fn fit_then_generate_as_typed() {
     );
 
     // Exactly as typed. Its 10 000 steps are stopped by Ctrl-C after the first.
-    let child = dream3d(&[
-        "generate",
-        "--views",
-        "4",
-        "--edit",
-        "made of gold",
-        "-o",
-        "out.glb",
-    ])
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let child = dream3d(&GENERATE).stderr(Stdio::piped()).spawn().unwrap();
     let run = cwd.path().join("dream3d-runs/generate");
     let logged = || std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|m| !m.is_empty());
     let started = Instant::now();
