@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Puts `folder`'s files into the HF cache `hub` as the snapshot of `repo_id` at `main`.
@@ -101,12 +101,7 @@ fn fit_then_generate_as_typed() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let sigint = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sigint.success());
-    let generate = child.wait_with_output().unwrap();
+    let generate = common::interrupt(child);
     common::assert_success(&generate);
     let log = stderr(&generate);
     for expected in [

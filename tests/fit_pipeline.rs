@@ -346,11 +346,7 @@ fn ctrl_c_leaves_a_checkpoint_to_resume_from() {
         assert!(std::time::Instant::now() < deadline, "fit did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::interrupt(child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(

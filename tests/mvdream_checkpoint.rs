@@ -688,12 +688,7 @@ fn generate_distils_checkpoints_resumes_and_exports() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let sigint = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sigint.success());
-    let out = child.wait_with_output().unwrap();
+    let out = common::interrupt(child);
     common::assert_success(&out);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("interrupted"),

@@ -73,6 +73,16 @@ pub fn assert_success(out: &std::process::Output) {
     );
 }
 
+/// Ctrl-C for a running `dream3d`: sends it SIGINT and waits for it to finish.
+pub fn interrupt(child: std::process::Child) -> std::process::Output {
+    let sigint = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sigint.success(), "kill -INT {} failed", child.id());
+    child.wait_with_output().unwrap()
+}
+
 /// The `dream3d` binary under test, run in `cwd`.
 pub fn dream3d(cwd: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dream3d"));
