@@ -9,16 +9,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// Puts `folder`'s files into the HF cache `hub` as the snapshot of `repo_id` at `main`.
-fn cache_snapshot(hub: &Path, repo_id: &str, fill: impl FnOnce(&Path)) {
-    let repo = hub.join(format!("models--{}", repo_id.replace('/', "--")));
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), "0123456789abcdef\n").unwrap();
-    let snapshot = repo.join("snapshots/0123456789abcdef");
-    std::fs::create_dir_all(&snapshot).unwrap();
-    fill(&snapshot);
-}
-
 /// The README's second command, as a user types it.
 const GENERATE: [&str; 7] = [
     "generate",
@@ -38,12 +28,15 @@ fn stderr(out: &std::process::Output) -> String {
 fn fit_then_generate_as_typed() {
     let home = tempfile::tempdir().unwrap();
     let hub = home.path().join("hub");
-    cache_snapshot(&hub, "stabilityai/stable-diffusion-2-1", |s| {
-        common::copy_dir(&common::sd_tiny_dir(), s)
-    });
-    cache_snapshot(&hub, "MVDream/MVDream", |s| {
-        common::mvdream::write_sd_tiny_companion(s, "sd-v2.1-base-4view.safetensors")
-    });
+    let commit = "0123456789abcdef";
+    common::copy_dir(
+        &common::sd_tiny_dir(),
+        &common::hf_snapshot(&hub, "stabilityai/stable-diffusion-2-1", commit),
+    );
+    common::mvdream::write_sd_tiny_companion(
+        &common::hf_snapshot(&hub, "MVDream/MVDream", commit),
+        "sd-v2.1-base-4view.safetensors",
+    );
     let cwd = tempfile::tempdir().unwrap();
     let refs = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/refs/spheres");
     common::copy_dir(&refs, &cwd.path().join("refs"));

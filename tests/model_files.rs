@@ -54,12 +54,10 @@ fn text_encoder_error(files: &ModelFiles) -> String {
 #[test]
 fn hf_cache_snapshot_is_found_offline() {
     let cache = tempfile::tempdir().unwrap();
-    let repo = cache.path().join("models--acme--tiny-sd");
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), "0123abcd\n").unwrap();
-    copy_dir(&sd_tiny_dir(), &repo.join("snapshots/0123abcd"));
+    let snapshot = common::hf_snapshot(cache.path(), "acme/tiny-sd", "0123abcd");
+    copy_dir(&sd_tiny_dir(), &snapshot);
     let files = offline(cache.path()).resolve("acme/tiny-sd").unwrap();
-    assert_eq!(files.root, repo.join("snapshots/0123abcd"));
+    assert_eq!(files.root, snapshot);
     assert!(files.tokenizer_dir.is_some());
     // A commit hash works as the revision too.
     let by_hash = Lookup {

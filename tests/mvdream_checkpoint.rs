@@ -508,11 +508,7 @@ fn the_checkpoint_is_found_in_the_hf_cache_or_explained() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("models--MVDream--MVDream"), "{err}");
-    let repo = cache.path().join("models--MVDream--MVDream");
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
-    let snapshot = repo.join("snapshots/abc123");
-    std::fs::create_dir_all(&snapshot).unwrap();
+    let snapshot = common::hf_snapshot(cache.path(), "MVDream/MVDream", "abc123");
     std::fs::write(snapshot.join("sd-v2.1-base-4view.pt"), b"").unwrap();
     assert_eq!(
         find_checkpoint(&lookup, "MVDream/MVDream").unwrap(),

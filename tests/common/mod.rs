@@ -123,6 +123,17 @@ pub fn analytic_surface(n: usize, f: impl Fn([f32; 3]) -> f32) -> dream3d::mesh:
     mesh
 }
 
+/// An empty snapshot folder of `repo_id` at `commit` in the Hugging Face cache `hub`, with
+/// `refs/main` pointing at it, as the hub client leaves a download.
+pub fn hf_snapshot(hub: &Path, repo_id: &str, commit: &str) -> PathBuf {
+    let repo = hub.join(format!("models--{}", repo_id.replace('/', "--")));
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), format!("{commit}\n")).unwrap();
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    snapshot
+}
+
 /// Copies the folder `from` to `to`, recursively.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
