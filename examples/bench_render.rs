@@ -5,10 +5,11 @@
 //! those of a trained object (empty space skipped, rays stopping early inside it), not those of
 //! the initial blob.
 //!
-//! With `--peak-gbs` (the device's measured copy bandwidth, GB/s) it also prints the fraction
-//! of it the renderer reaches, counting the hash-grid bytes each sample must touch: every
-//! level's 8 corners' features (forward), again in the backward's re-march, and read + write of
-//! their gradients.
+//! Samples are those the rays composited (up to early termination), as the reference counts
+//! them. With `--peak-gbs` (the device's measured copy bandwidth, GB/s) it also prints the
+//! fraction of it the renderer reaches, counting the hash-grid bytes each sample must touch:
+//! every level's 8 corners' features (forward), again when the backward recomputes the
+//! encoding, and read + write of their gradients.
 //!
 //!     cargo run --release --example bench_render -- [--train-steps 150] [--reference-stride 64]
 //!         [--peak-gbs 3000]

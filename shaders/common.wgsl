@@ -58,20 +58,25 @@ fn camera_ray(cam: Camera, x: u32, y: u32) -> Ray {
     return Ray(vec3<f32>(cam.rows[0].w, cam.rows[1].w, cam.rows[2].w), normalize(world));
 }
 
-// (near, far) inside the bounding sphere, or near > far when the ray misses.
-fn sphere_hits(ray: Ray) -> vec2<f32> {
-    let b = dot(ray.origin, ray.dir);
-    let c = dot(ray.origin, ray.origin) - RADIUS * RADIUS;
-    let disc = b * b - c;
-    if disc <= 0.0 {
-        return vec2<f32>(1.0, 0.0);
-    }
-    let root = sqrt(disc);
-    let far = -b + root;
-    if far <= 0.0 {
-        return vec2<f32>(1.0, 0.0);
-    }
-    return vec2<f32>(max(-b - root, 0.0), far);
+// (near, far) inside the field's box [−RADIUS, RADIUS]³ from no earlier than the origin (nerfacc's
+// `roi_aabb` clipping), or near ≥ far when the ray misses. Direction components below 1e-9 are
+// taken as 1e-9, so the slab test never divides by zero.
+fn box_hits(ray: Ray) -> vec2<f32> {
+    let d = select(ray.dir, vec3<f32>(1e-9), abs(ray.dir) < vec3<f32>(1e-9));
+    let inv = 1.0 / d;
+    let a = (vec3<f32>(-RADIUS) - ray.origin) * inv;
+    let b = (vec3<f32>(RADIUS) - ray.origin) * inv;
+    let lo = min(a, b);
+    let hi = max(a, b);
+    let near = max(max(max(lo.x, lo.y), lo.z), 0.0);
+    let far = min(min(hi.x, hi.y), hi.z);
+    return vec2<f32>(near, far);
+}
+
+// Distance between samples: threestudio's render_step_size, STEP_FACTOR (1.732 ≈ √3) times the
+// box's side over the samples per ray, so a ray along the box's diagonal gets them all.
+fn render_step(samples_per_ray: u32) -> f32 {
+    return STEP_FACTOR * 2.0 * RADIUS / f32(samples_per_ray);
 }
 
 fn occupancy_cell(p: vec3<f32>) -> u32 {

@@ -7,10 +7,10 @@
 // workgroup rather than per sample. The encoding's gradient is scattered to the 8 corners of
 // each level with atomic adds, as in instant-ngp.
 
+// The sample count is `totals[work.at]`, written on the GPU by the scan (the dispatch is
+// indirect, sized by the same total).
 struct Work {
-    samples: u32,
-    // Workgroups along x of the 2-D dispatch.
-    groups_x: u32,
+    at: u32,
 }
 
 struct SampleGrad {
@@ -23,6 +23,7 @@ struct SampleGrad {
 @group(0) @binding(2) var<storage, read> levels: array<Level>;
 @group(0) @binding(3) var<storage, read> sample_grads: array<SampleGrad>;
 // `grads` (binding 4) and `grad_add` come from the prelude.
+@group(0) @binding(5) var<storage, read> totals: array<u32>;
 
 const TILE: u32 = 16u;
 const TILES_PER_GROUP: u32 = 16u;
@@ -35,8 +36,13 @@ var<workgroup> grad_out: array<vec4<f32>, TILE>;
 var<workgroup> positions: array<vec3<f32>, TILE>;
 
 @compute @workgroup_size(HIDDEN)
-fn field_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) j: u32) {
-    let group = wg.x + wg.y * work.groups_x;
+fn field_backward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) j: u32,
+) {
+    let group = wg.x + wg.y * groups.x;
+    let samples = totals[work.at];
     var acc_density_w1: array<f32, WIDTH>;
     var acc_albedo_w1: array<f32, WIDTH>;
     var acc_density_w2 = 0.0;
@@ -46,11 +52,14 @@ fn field_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 
     for (var tile = 0u; tile < TILES_PER_GROUP; tile++) {
         let first = (group * TILES_PER_GROUP + tile) * TILE;
+        if first >= samples {
+            break;
+        }
         // Phase 1: the tile's samples and their encodings, one (sample, level) per thread.
         // Strided, as a workgroup of HIDDEN threads may be smaller than a tile.
         for (var i = j; i < TILE; i += HIDDEN) {
             let s = first + i;
-            if s < work.samples {
+            if s < samples {
                 let g = sample_grads[s];
                 positions[i] = g.position_graw.xyz;
                 grad_out[i] = vec4<f32>(g.position_graw.w, g.grad_albedo.xyz);
@@ -101,7 +110,7 @@ fn field_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
         for (var i = j; i < TILE * WIDTH; i += HIDDEN) {
             let s = i / WIDTH;
             let k = i % WIDTH;
-            if first + s >= work.samples {
+            if first + s >= samples {
                 continue;
             }
             var gf = 0.0;

@@ -1,18 +1,29 @@
-// Volume rendering of the field: the forward pass (one thread per ray) and the first half of
-// the backward pass, which marches each ray again and writes every sample's gradient with
-// respect to its raw density and albedo pre-activation for `field_backward.wgsl`.
+// Volume rendering over packed samples (nerfacc's layout). Rays are taken in chunks; for each:
+//   count_samples   one thread per ray: occupied samples along it (the march, no field)
+//   (scan.wgsl)     exclusive prefix sum of the counts: where each ray's samples start
+//   write_samples   one thread per ray: the march again, writing (position, t) to its slots
+//   eval_samples    one thread per sample: σ and albedo
+//   composite       one thread per ray: front to back over its contiguous samples, early stop
+// and backward:
+//   (scan.wgsl)     prefix sum of the samples each ray composited: the gradient list's layout
+//   composite_backward  one thread per ray: dL/d(raw density), dL/d(albedo pre-activation)
+//                   per composited sample, from the values the forward pass saved (no field
+//                   evaluation) into the list `field_backward.wgsl` reads.
+// A chunk's sample buffers hold `chunk.capacity` samples; samples past it are not written and
+// the host, which reads every chunk's total with the image, renders again with larger buffers.
 
 @group(0) @binding(0) var<uniform> frame: Frame;
 @group(0) @binding(1) var<storage, read> cameras: array<Camera>;
 @group(0) @binding(2) var<storage, read> params: array<f32>;
 @group(0) @binding(3) var<storage, read> levels: array<Level>;
 @group(0) @binding(4) var<storage, read> occupancy: array<u32>;
-// rgb composited over the background, and opacity.
+// rgb composited over the background, and opacity; per ray of the frame.
 @group(0) @binding(5) var<storage, read_write> color: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> depth: array<f32>;
-// Forward: samples each ray used. Backward: where each ray's samples start in `sample_grads`.
-@group(0) @binding(7) var<storage, read_write> sample_counts: array<u32>;
-// dL/d(rgb, opacity) per ray.
+// Per ray of the chunk, plus one: the marched counts, which the scan turns into each ray's first
+// slot (the extra entry becomes the chunk's total).
+@group(0) @binding(7) var<storage, read_write> offsets: array<u32>;
+// dL/d(rgb, opacity) per ray of the frame.
 @group(0) @binding(8) var<storage, read> grad_color: array<vec4<f32>>;
 
 struct SampleGrad {
@@ -23,18 +34,24 @@ struct SampleGrad {
 }
 @group(0) @binding(9) var<storage, read_write> sample_grads: array<SampleGrad>;
 
-// The rays one backward dispatch takes (their samples must fit one storage binding), and the
-// offset of their first sample, subtracted from the frame-wide offsets.
-struct RayChunk {
+// The rays of one chunk and the samples its buffers hold.
+struct Chunk {
     first_ray: u32,
     rays: u32,
-    first_sample: u32,
+    capacity: u32,
     _pad: u32,
 }
-@group(0) @binding(10) var<uniform> chunk: RayChunk;
+@group(0) @binding(10) var<uniform> chunk: Chunk;
+// Per sample: position and t (march), σ and albedo (evaluation).
+@group(0) @binding(11) var<storage, read_write> points: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read_write> values: array<vec4<f32>>;
+// Per ray of the chunk, plus one (0): the samples compositing used, up to early termination.
+@group(0) @binding(13) var<storage, read_write> used: array<u32>;
+// The exclusive prefix sum of `used`: where each ray's sample gradients start.
+@group(0) @binding(14) var<storage, read> grad_offsets: array<u32>;
 
-// The ray of global invocation `gid`, or rays ≥ frame.rays for idle threads.
-fn ray_id(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
+// Invocation `gid` of a 2-D dispatch of 64-wide workgroups, as one index.
+fn invocation(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return gid.x + gid.y * groups.x * 64u;
 }
 
@@ -54,75 +71,22 @@ fn background(dir: vec3<f32>) -> vec3<f32> {
     return frame.background.xyz;
 }
 
-// A sample the renderer uses, or none (empty cell) — the same decision in both passes.
+// A sample position the renderer skips (empty cell).
 fn skipped(p: vec3<f32>) -> bool {
     return frame.use_occupancy != 0u && occupancy[occupancy_cell(p)] == 0u;
 }
 
-@compute @workgroup_size(64)
-fn render(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let id = ray_id(gid, groups);
-    if id >= frame.rays {
-        return;
-    }
+// The march of frame ray `id`: fixed steps from the box entry, offset by the ray's jitter;
+// `write` stores each occupied sample from `slot` on (never past the chunk's capacity).
+fn march(id: u32, write: bool, first_slot: u32) -> u32 {
     let ray = pixel_ray(id);
-    let hits = sphere_hits(ray);
-    var transmittance = 1.0;
-    var rgb = vec3<f32>(0.0);
-    var distance = 0.0;
-    var count = 0u;
-    if hits.x < hits.y {
-        let delta = 2.0 * RADIUS / f32(frame.samples_per_ray);
-        let offset = ray_jitter(frame, id);
-        for (var k = 0u; k < frame.samples_per_ray; k++) {
-            let t = hits.x + (f32(k) + offset) * delta;
-            if t >= hits.y {
-                break;
-            }
-            let p = ray.origin + t * ray.dir;
-            if skipped(p) {
-                continue;
-            }
-            let v = eval_field(p);
-            let alpha = one_minus_exp_neg(v.sigma * delta);
-            let w = transmittance * alpha;
-            rgb += w * v.rgb;
-            distance += w * t;
-            transmittance *= 1.0 - alpha;
-            count++;
-            if transmittance < frame.early_stop {
-                break;
-            }
-        }
-    }
-    color[id] = vec4<f32>(rgb + transmittance * background(ray.dir), 1.0 - transmittance);
-    depth[id] = distance;
-    sample_counts[id] = count;
-}
-
-@compute @workgroup_size(64)
-fn ray_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let id = chunk.first_ray + ray_id(gid, groups);
-    if id >= chunk.first_ray + chunk.rays {
-        return;
-    }
-    let ray = pixel_ray(id);
-    let hits = sphere_hits(ray);
+    let hits = box_hits(ray);
     if hits.x >= hits.y {
-        return;
+        return 0u;
     }
-    var slot = sample_counts[id] - chunk.first_sample;
-    let out = color[id];
-    let g = grad_color[id];
-    let bg = background(ray.dir);
-    let t_final = 1.0 - out.w;
-    // Foreground colour Σ wᵢcᵢ, and the part of dL/dσ shared by every sample.
-    let foreground = out.xyz - t_final * bg;
-    let every_sample = (g.w - dot(g.xyz, bg)) * t_final;
-    let delta = 2.0 * RADIUS / f32(frame.samples_per_ray);
+    let delta = render_step(frame.samples_per_ray);
     let offset = ray_jitter(frame, id);
-    var transmittance = 1.0;
-    var prefix = vec3<f32>(0.0);
+    var count = 0u;
     for (var k = 0u; k < frame.samples_per_ray; k++) {
         let t = hits.x + (f32(k) + offset) * delta;
         if t >= hits.y {
@@ -132,20 +96,124 @@ fn ray_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         if skipped(p) {
             continue;
         }
-        let v = eval_field(p);
-        let alpha = one_minus_exp_neg(v.sigma * delta);
+        let slot = first_slot + count;
+        if write && slot < chunk.capacity {
+            points[slot] = vec4<f32>(p, t);
+        }
+        count++;
+    }
+    return count;
+}
+
+@compute @workgroup_size(64)
+fn count_samples(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = invocation(gid, groups);
+    if i == 0u {
+        offsets[chunk.rays] = 0u;
+    }
+    if i < chunk.rays {
+        offsets[i] = march(chunk.first_ray + i, false, 0u);
+    }
+}
+
+@compute @workgroup_size(64)
+fn write_samples(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = invocation(gid, groups);
+    if i < chunk.rays {
+        march(chunk.first_ray + i, true, offsets[i]);
+    }
+}
+
+@compute @workgroup_size(64)
+fn eval_samples(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let s = invocation(gid, groups);
+    if s >= min(offsets[chunk.rays], chunk.capacity) {
+        return;
+    }
+    let v = eval_field(points[s].xyz);
+    values[s] = vec4<f32>(v.sigma, v.rgb);
+}
+
+// The samples of chunk ray `i` whose values are in the buffers.
+fn stored_samples(i: u32) -> vec2<u32> {
+    let first = min(offsets[i], chunk.capacity);
+    let last = min(offsets[i + 1u], chunk.capacity);
+    return vec2<u32>(first, last);
+}
+
+@compute @workgroup_size(64)
+fn composite(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = invocation(gid, groups);
+    if i == 0u {
+        used[chunk.rays] = 0u;
+    }
+    if i >= chunk.rays {
+        return;
+    }
+    let id = chunk.first_ray + i;
+    let span = stored_samples(i);
+    let delta = render_step(frame.samples_per_ray);
+    var transmittance = 1.0;
+    var rgb = vec3<f32>(0.0);
+    var distance = 0.0;
+    var count = 0u;
+    for (var s = span.x; s < span.y; s++) {
+        let v = values[s];
+        let alpha = one_minus_exp_neg(v.x * delta);
         let w = transmittance * alpha;
-        let next = transmittance * (1.0 - alpha);
-        prefix += w * v.rgb;
-        // Colour still to come after this sample: Σ_{j>i} wⱼcⱼ.
-        let rest = foreground - prefix;
-        let g_sigma = every_sample + dot(g.xyz, next * v.rgb - rest);
-        let g_albedo = g.xyz * w * v.rgb * (1.0 - v.rgb);
-        sample_grads[slot] = SampleGrad(vec4<f32>(p, g_sigma * delta * v.dsigma), vec4<f32>(g_albedo, 0.0));
-        slot++;
-        transmittance = next;
+        rgb += w * v.yzw;
+        distance += w * points[s].w;
+        transmittance *= 1.0 - alpha;
+        count++;
         if transmittance < frame.early_stop {
             break;
         }
+    }
+    color[id] = vec4<f32>(rgb + transmittance * background(pixel_ray(id).dir), 1.0 - transmittance);
+    depth[id] = distance;
+    used[i] = count;
+}
+
+// dL/dσᵢ = δ·[g_rgb·(Tᵢ₊₁(cᵢ − Rᵢ)) + T_final·(g_opacity − g_rgb·background)], where Rᵢ is
+// the colour the rest of the ray adds as seen from after sample i. R comes from a walk back
+// to front (Rᵢ₋₁ = αᵢcᵢ + (1 − αᵢ)Rᵢ) rather than as the final colour minus a running prefix,
+// whose difference of nearly equal sums loses every digit once a ray is nearly opaque.
+@compute @workgroup_size(64)
+fn composite_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = invocation(gid, groups);
+    if i >= chunk.rays {
+        return;
+    }
+    let id = chunk.first_ray + i;
+    let first = offsets[i];
+    // Exactly the samples the forward pass composited: never another ray's slots.
+    let count = used[i];
+    let out_slot = grad_offsets[i];
+    let g = grad_color[id];
+    let delta = render_step(frame.samples_per_ray);
+    // Front to back: each sample's transmittance, kept in its gradient slot's unused w.
+    var transmittance = 1.0;
+    for (var k = 0u; k < count; k++) {
+        sample_grads[out_slot + k].grad_albedo.w = transmittance;
+        transmittance *= 1.0 - one_minus_exp_neg(values[first + k].x * delta);
+    }
+    let every_sample = (g.w - dot(g.xyz, background(pixel_ray(id).dir))) * transmittance;
+    // Back to front.
+    var rest = vec3<f32>(0.0);
+    for (var k = count; k > 0u; k--) {
+        let slot = out_slot + k - 1u;
+        let v = values[first + k - 1u];
+        let rgb = v.yzw;
+        let alpha = one_minus_exp_neg(v.x * delta);
+        let before = sample_grads[slot].grad_albedo.w;
+        let g_sigma = every_sample + before * (1.0 - alpha) * dot(g.xyz, rgb - rest);
+        // σ = softplus(x), so dσ/dx = sigmoid(x) = 1 − e^(−σ).
+        let dsigma = one_minus_exp_neg(v.x);
+        let g_albedo = g.xyz * before * alpha * rgb * (1.0 - rgb);
+        sample_grads[slot] = SampleGrad(
+            vec4<f32>(points[first + k - 1u].xyz, g_sigma * delta * dsigma),
+            vec4<f32>(g_albedo, 0.0),
+        );
+        rest = alpha * rgb + (1.0 - alpha) * rest;
     }
 }

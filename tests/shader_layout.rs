@@ -3,11 +3,12 @@
 
 use dream3d::field::{Background, FieldConfig};
 use dream3d::gpu::field::{
-    AdamUniform, CameraUniform, FrameUniform, OccupancyUniform, QueryUniform, RayChunkUniform,
+    AdamUniform, CameraUniform, ChunkUniform, FrameUniform, OccupancyUniform, QueryUniform,
     WorkUniform,
 };
 use dream3d::gpu::mesh_preview::ViewUniform;
-use dream3d::gpu::shader::{Sources, MESH_PREVIEW};
+use dream3d::gpu::scan::{DispatchUniform, ScanUniform};
+use dream3d::gpu::shader::{Sources, MESH_PREVIEW, SCAN};
 use std::mem::{offset_of, size_of};
 use wgpu::naga;
 
@@ -82,6 +83,7 @@ fn kernels_validate_with_and_without_float_atomics() {
             ] {
                 module(source);
             }
+            module(SCAN);
         }
     }
 }
@@ -96,11 +98,16 @@ fn host_structs_match_the_wgsl_layouts() {
         "use_occupancy" => use_occupancy, "background" => background,
     ]);
     same_layout!(&render, "Camera", CameraUniform, ["rows" => rows, "intrinsics" => intrinsics]);
-    same_layout!(&render, "RayChunk", RayChunkUniform, [
-        "first_ray" => first_ray, "rays" => rays, "first_sample" => first_sample, "_pad" => pad,
+    same_layout!(&render, "Chunk", ChunkUniform, [
+        "first_ray" => first_ray, "rays" => rays, "capacity" => capacity, "_pad" => pad,
     ]);
     let backward = module(&s.field_backward);
-    same_layout!(&backward, "Work", WorkUniform, ["samples" => samples, "groups_x" => groups_x]);
+    same_layout!(&backward, "Work", WorkUniform, ["at" => at]);
+    let scan = module(SCAN);
+    same_layout!(&scan, "ScanWork", ScanUniform, ["len" => len]);
+    same_layout!(&scan, "DispatchWork", DispatchUniform, [
+        "at" => at, "limit" => limit, "per_group" => per_group, "_pad" => pad,
+    ]);
     let adam = module(&s.adam);
     same_layout!(&adam, "AdamStep", AdamUniform, [
         "len" => len, "grid_params" => grid_params, "lr_grid" => lr_grid, "lr_mlp" => lr_mlp,

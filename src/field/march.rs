@@ -1,5 +1,6 @@
-//! How rays are sampled, shared by the kernels and the reference: clipping to the bounding
-//! sphere, stratified steps of fixed length, the occupancy grid that skips empty space.
+//! How rays are sampled, shared by the kernels and the reference (threestudio's rules with
+//! nerfacc's estimator): clipping to the field's box, stratified steps of fixed length, the
+//! occupancy grid that skips empty space.
 
 use crate::camera::Ray;
 use rand::Rng;
@@ -7,7 +8,8 @@ use rand::Rng;
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RenderSettings {
-    /// Steps across the bounding sphere's diameter (a ray through the centre gets them all).
+    /// Steps along the box's diagonal (threestudio's `num_samples_per_ray`): the step is
+    /// [`render_step`].
     pub samples_per_ray: u32,
     /// A ray stops once its transmittance falls below this.
     pub early_stop: f32,
@@ -44,19 +46,32 @@ pub fn jitter(settings: &RenderSettings, index: u32) -> f32 {
     }
 }
 
-/// Where the ray is inside the sphere of `radius` about the origin, from no earlier than its
-/// origin: `(near, far)`, or `None` when it misses.
-pub fn sphere_hits(ray: &Ray, radius: f64) -> Option<(f64, f64)> {
-    let (o, d) = (ray.origin, ray.dir);
-    let b: f64 = (0..3).map(|a| o[a] * d[a]).sum();
-    let c: f64 = (0..3).map(|a| o[a] * o[a]).sum::<f64>() - radius * radius;
-    let disc = b * b - c;
-    if disc <= 0.0 {
-        return None;
+/// threestudio's `render_step_size` is this times the box's side over the samples per ray.
+pub const STEP_FACTOR: f64 = 1.732;
+
+/// The distance between samples in a box of half-size `radius`.
+pub fn render_step(radius: f64, samples_per_ray: u32) -> f64 {
+    STEP_FACTOR * 2.0 * radius / samples_per_ray as f64
+}
+
+/// Where the ray is inside the box [−radius, radius]³, from no earlier than its origin
+/// (nerfacc's `roi_aabb` clipping): `(near, far)`, or `None` when it misses. Direction
+/// components below 10⁻⁹ count as 10⁻⁹, as in the kernels.
+pub fn box_hits(ray: &Ray, radius: f64) -> Option<(f64, f64)> {
+    let mut near = 0f64;
+    let mut far = f64::INFINITY;
+    for a in 0..3 {
+        let d = if ray.dir[a].abs() < 1e-9 {
+            1e-9
+        } else {
+            ray.dir[a]
+        };
+        let t0 = (-radius - ray.origin[a]) / d;
+        let t1 = (radius - ray.origin[a]) / d;
+        near = near.max(t0.min(t1));
+        far = far.min(t0.max(t1));
     }
-    let root = disc.sqrt();
-    let far = -b + root;
-    (far > 0.0).then(|| ((-b - root).max(0.0), far))
+    (near < far).then_some((near, far))
 }
 
 /// Cells per side of the occupancy grid.
@@ -119,8 +134,9 @@ impl OccupancyGrid {
     }
 
     /// values ← max(decay·values, fresh) in the `chosen` cells (all when `None`); occupied
-    /// where the value exceeds min(threshold, mean of the positive values), as nerfacc's
-    /// `OccGridEstimator`.
+    /// where the value exceeds min(threshold, mean over the evaluated cells), nerfacc's
+    /// `OccGridEstimator` rule (its mean over every cell ≥ 0; cells never evaluated yet, still
+    /// at +∞, are left out).
     pub fn update(&mut self, fresh: &[f32], chosen: Option<&[bool]>, decay: f32, threshold: f32) {
         for (c, (v, f)) in self.values.iter_mut().zip(fresh).enumerate() {
             if chosen.is_some_and(|chosen| !chosen[c]) {
@@ -132,16 +148,16 @@ impl OccupancyGrid {
                 *f
             };
         }
-        let positive: Vec<f64> = self
+        let evaluated: Vec<f64> = self
             .values
             .iter()
-            .filter(|&&v| v > 0.0)
+            .filter(|v| v.is_finite() && **v >= 0.0)
             .map(|&v| v as f64)
             .collect();
-        let mean = positive.iter().sum::<f64>() / positive.len().max(1) as f64;
-        let cut = if positive.is_empty() {
+        let cut = if evaluated.is_empty() {
             threshold as f64
         } else {
+            let mean = evaluated.iter().sum::<f64>() / evaluated.len() as f64;
             (threshold as f64).min(mean)
         };
         for (b, v) in self.bits.iter_mut().zip(&self.values) {
@@ -167,19 +183,45 @@ mod tests {
     }
 
     #[test]
-    fn the_threshold_is_capped_by_the_mean_of_the_positive_cells() {
-        // Eight cells at 0.004, the rest empty: the mean over positive cells (0.004) is the
-        // cut, not the mean over all cells (≈ 10⁻⁶), so none of them is occupied.
+    fn the_threshold_is_capped_by_the_mean_over_all_cells() {
+        // nerfacc: thre = clamp(mean(occs[occs >= 0]), max=0.01). Eight cells at 0.004, the
+        // rest empty: the mean over all cells (≈ 10⁻⁶) is the cut, so all eight are occupied
+        // (the mean of the positive cells alone, 0.004, would have left none).
         let grid = grid_with(|c| if c < 8 { 0.004 } else { 0.0 });
-        assert_eq!(grid.occupied_fraction(), 0.0);
-        // Half the positive cells above their mean.
-        let grid = grid_with(|c| match c {
-            0..4 => 0.002,
-            4..8 => 0.006,
-            _ => 0.0,
-        });
-        assert_eq!(grid.bits.iter().filter(|&&b| b != 0).count(), 4);
-        assert!(grid.bits[4..8].iter().all(|&b| b == 1));
+        assert_eq!(grid.bits.iter().filter(|&&b| b != 0).count(), 8);
+        // Every cell at 0.02: the mean (0.02) is above the threshold, which cuts at 0.01.
+        let grid = grid_with(|c| if c % 2 == 0 { 0.02 } else { 0.005 });
+        assert!(grid.bits.iter().step_by(2).all(|&b| b == 1));
+        assert!(grid.bits.iter().skip(1).step_by(2).all(|&b| b == 0));
+        // Half the cells at 0.002 and half at 0.006: the mean, 0.004, is the cut.
+        let grid = grid_with(|c| if c % 2 == 0 { 0.002 } else { 0.006 });
+        assert!(grid.bits.iter().step_by(2).all(|&b| b == 0));
+        assert!(grid.bits.iter().skip(1).step_by(2).all(|&b| b == 1));
+    }
+
+    #[test]
+    fn rays_are_clipped_to_the_box_and_stepped_as_threestudio() {
+        use nalgebra::Vector3;
+        let ray = |o: [f64; 3], d: [f64; 3]| {
+            let d = Vector3::from(d).normalize();
+            Ray {
+                origin: o,
+                dir: [d.x, d.y, d.z],
+            }
+        };
+        // Along an axis from outside: the box's faces.
+        let (near, far) = box_hits(&ray([-3.0, 0.2, 0.1], [1.0, 0.0, 0.0]), 1.0).unwrap();
+        assert!((near - 2.0).abs() < 1e-12 && (far - 4.0).abs() < 1e-12);
+        // Through the corners: the diagonal, 2√3, which 512 steps of 1.732·2/512 just cover.
+        let (near, far) = box_hits(&ray([-2.0; 3], [1.0; 3]), 1.0).unwrap();
+        assert!((far - near - 2.0 * 3f64.sqrt()).abs() < 1e-12);
+        assert!(((far - near) / render_step(1.0, 512) - 512.0).abs() < 0.1);
+        // From inside: from the origin on.
+        let (near, far) = box_hits(&ray([0.0; 3], [0.0, 0.0, -1.0]), 1.0).unwrap();
+        assert!(near == 0.0 && (far - 1.0).abs() < 1e-12);
+        // Past the box, and beside it.
+        assert!(box_hits(&ray([0.0, 0.0, 2.0], [0.0, 0.0, 1.0]), 1.0).is_none());
+        assert!(box_hits(&ray([0.0, 1.5, 3.0], [0.0, 0.0, -1.0]), 1.0).is_none());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (batches of rays run on every core).
 
 use super::config::{Background, FieldConfig, ParamLayout};
-use super::march::{jitter, sphere_hits, OccupancyGrid, RenderSettings};
+use super::march::{box_hits, jitter, render_step, OccupancyGrid, RenderSettings};
 use crate::camera::Ray;
 use rayon::prelude::*;
 
@@ -30,6 +30,11 @@ pub struct FieldSample {
     pub rgb: [f64; 3],
     /// dσ/d(raw density).
     pub dsigma_draw: f64,
+    /// How near the sample is to a ReLU kink: the smallest |pre-activation| of a hidden unit of
+    /// either MLP relative to the sum of its terms' magnitudes (what bounds the rounding error
+    /// of the dot product). Below ~10⁻⁵ an f32 evaluation may take the other side of the kink,
+    /// and its gradient then differs by the whole unit's term.
+    pub kink_margin: f64,
     features: Vec<f64>,
     /// (parameter index of feature 0 of the entry, trilinear weight) for 8 corners per level.
     corners: Vec<(usize, f64)>,
@@ -113,8 +118,12 @@ impl<'a> ReferenceField<'a> {
             }
             features.extend(acc);
         }
-        let hidden_density = self.hidden(self.layout.density_w1, &features);
-        let hidden_albedo = self.hidden(self.layout.albedo_w1, &features);
+        let (pre_density, margin_density) = self.pre_activations(self.layout.density_w1, &features);
+        let (pre_albedo, margin_albedo) = self.pre_activations(self.layout.albedo_w1, &features);
+        let kink_margin = margin_density.min(margin_albedo);
+        let relu = |pre: Vec<f64>| pre.into_iter().map(|h| h.max(0.0)).collect::<Vec<_>>();
+        let hidden_density = relu(pre_density);
+        let hidden_albedo = relu(pre_albedo);
         let w2 = self.layout.density_w2 as usize;
         let raw: f64 = hidden_density
             .iter()
@@ -136,6 +145,7 @@ impl<'a> ReferenceField<'a> {
             sigma: softplus(pre),
             rgb,
             dsigma_draw: sigmoid(pre),
+            kink_margin,
             features,
             corners,
             hidden_density,
@@ -143,15 +153,20 @@ impl<'a> ReferenceField<'a> {
         }
     }
 
-    /// relu(W x) for the hidden × width matrix at `offset`.
-    fn hidden(&self, offset: u32, x: &[f64]) -> Vec<f64> {
+    /// W x for the hidden × width matrix at `offset`, and the smallest |(W x)ⱼ| / Σₖ|Wⱼₖxₖ|.
+    fn pre_activations(&self, offset: u32, x: &[f64]) -> (Vec<f64>, f64) {
         let width = x.len();
-        (0..self.config.hidden as usize)
+        let mut margin = f64::INFINITY;
+        let pre = (0..self.config.hidden as usize)
             .map(|j| {
                 let row = &self.params[offset as usize + j * width..][..width];
-                row.iter().zip(x).map(|(w, v)| w * v).sum::<f64>().max(0.0)
+                let h: f64 = row.iter().zip(x).map(|(w, v)| w * v).sum();
+                let scale: f64 = row.iter().zip(x).map(|(w, v)| (w * v).abs()).sum();
+                margin = margin.min(h.abs() / scale.max(f64::MIN_POSITIVE));
+                h
             })
-            .collect()
+            .collect();
+        (pre, margin)
     }
 
     /// Adds the gradient of `g_sigma·σ + g_rgb·rgb` at sample `s` to `grads`.
@@ -300,6 +315,9 @@ pub struct RayOutput {
     pub samples: u32,
 }
 
+/// One sample of a ray: (t, δ, position).
+pub type Sample = (f64, f64, [f64; 3]);
+
 /// The samples of `ray` the renderer uses: `(t, δ, position)` in order, skipping empty cells.
 pub fn samples(
     field: &ReferenceField,
@@ -307,12 +325,12 @@ pub fn samples(
     settings: &RenderSettings,
     occupancy: Option<&OccupancyGrid>,
     ray_index: u32,
-) -> Vec<(f64, f64, [f64; 3])> {
+) -> Vec<Sample> {
     let radius = field.config.radius as f64;
-    let Some((near, far)) = sphere_hits(ray, radius) else {
+    let Some((near, far)) = box_hits(ray, radius) else {
         return vec![];
     };
-    let delta = 2.0 * radius / settings.samples_per_ray as f64;
+    let delta = render_step(radius, settings.samples_per_ray);
     let offset = jitter(settings, ray_index) as f64;
     (0..settings.samples_per_ray)
         .map(|k| near + (k as f64 + offset) * delta)
@@ -338,11 +356,22 @@ pub fn render_ray(
     occupancy: Option<&OccupancyGrid>,
     ray_index: u32,
 ) -> RayOutput {
+    let marched = samples(field, ray, settings, occupancy, ray_index);
+    composite(field, ray, settings, &marched)
+}
+
+/// Compositing of given samples of `ray`, front to back with early termination.
+pub fn composite(
+    field: &ReferenceField,
+    ray: &Ray,
+    settings: &RenderSettings,
+    marched: &[Sample],
+) -> RayOutput {
     let mut t_acc = 1.0;
     let mut rgb = [0.0; 3];
     let mut depth = 0.0;
     let mut evaluated = 0;
-    for (t, delta, p) in samples(field, ray, settings, occupancy, ray_index) {
+    for &(t, delta, p) in marched {
         let s = field.eval(p);
         evaluated += 1;
         let alpha = 1.0 - (-s.sigma * delta).exp();
@@ -379,8 +408,7 @@ pub fn render_rays(
 }
 
 /// The gradient of Σᵢ gᵢ·(rgbᵢ, opacityᵢ) over a batch rendered by `render_rays`, on every
-/// core: one gradient buffer per thread's share of the rays (not per ray: a full-size field has
-/// millions of parameters).
+/// core.
 pub fn backward_rays(
     field: &ReferenceField,
     rays: &[Ray],
@@ -388,6 +416,35 @@ pub fn backward_rays(
     occupancy: Option<&OccupancyGrid>,
     outputs: &[RayOutput],
     grad_color: &[[f64; 4]],
+) -> Vec<f64> {
+    backward_batch(field, rays, settings, outputs, grad_color, |i| {
+        samples(field, &rays[i], settings, occupancy, i as u32)
+    })
+}
+
+/// As [`backward_rays`] for rays composited from given samples (see [`composite`]).
+pub fn backward_composited(
+    field: &ReferenceField,
+    rays: &[Ray],
+    settings: &RenderSettings,
+    marched: &[Vec<Sample>],
+    outputs: &[RayOutput],
+    grad_color: &[[f64; 4]],
+) -> Vec<f64> {
+    backward_batch(field, rays, settings, outputs, grad_color, |i| {
+        marched[i].clone()
+    })
+}
+
+/// One gradient buffer per thread's share of the rays (not per ray: a full-size field has
+/// millions of parameters), summed.
+fn backward_batch(
+    field: &ReferenceField,
+    rays: &[Ray],
+    settings: &RenderSettings,
+    outputs: &[RayOutput],
+    grad_color: &[[f64; 4]],
+    samples_of: impl Fn(usize) -> Vec<Sample> + Sync,
 ) -> Vec<f64> {
     let len = field.params.len();
     let share = rays.len().div_ceil(rayon::current_num_threads()).max(1);
@@ -399,12 +456,11 @@ pub fn backward_rays(
             for &i in chunk {
                 let g = grad_color[i];
                 let (rgb, opacity) = ([g[0], g[1], g[2]], g[3]);
-                backward_ray(
+                backward_samples(
                     field,
                     &rays[i],
                     settings,
-                    occupancy,
-                    i as u32,
+                    &samples_of(i),
                     &outputs[i],
                     rgb,
                     opacity,
@@ -434,6 +490,22 @@ pub fn backward_ray(
     g_opacity: f64,
     grads: &mut [f64],
 ) {
+    let marched = samples(field, ray, settings, occupancy, ray_index);
+    backward_samples(field, ray, settings, &marched, out, g_rgb, g_opacity, grads);
+}
+
+/// [`backward_ray`] for a ray composited from given samples.
+#[allow(clippy::too_many_arguments)]
+fn backward_samples(
+    field: &ReferenceField,
+    ray: &Ray,
+    settings: &RenderSettings,
+    marched: &[Sample],
+    out: &RayOutput,
+    g_rgb: [f64; 3],
+    g_opacity: f64,
+    grads: &mut [f64],
+) {
     let bg = background(field, ray, settings);
     let t_final = 1.0 - out.opacity;
     // Foreground colour Σ wᵢcᵢ, and the part of dL/dσ every sample shares.
@@ -442,7 +514,7 @@ pub fn backward_ray(
     let shared = (g_opacity - g_bg) * t_final;
     let mut t_acc = 1.0;
     let mut prefix = [0.0; 3];
-    for (_, delta, p) in samples(field, ray, settings, occupancy, ray_index) {
+    for &(_, delta, p) in marched {
         let s = field.eval(p);
         let alpha = 1.0 - (-s.sigma * delta).exp();
         let w = t_acc * alpha;

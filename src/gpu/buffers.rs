@@ -1,5 +1,5 @@
-//! Storage buffers: creation (optionally poisoned with noise), uploads, downloads, dispatch
-//! sizes.
+//! Storage buffers: creation (optionally poisoned with noise), uploads, downloads (several
+//! ranges behind one wait), dispatch sizes.
 
 use super::GpuContext;
 use crate::error::{Error, Result};
@@ -32,7 +32,10 @@ pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
 }
 
 fn usage() -> wgpu::BufferUsages {
-    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+    wgpu::BufferUsages::STORAGE
+        | wgpu::BufferUsages::COPY_SRC
+        | wgpu::BufferUsages::COPY_DST
+        | wgpu::BufferUsages::INDIRECT
 }
 
 /// A storage buffer holding `data`.
@@ -43,12 +46,13 @@ pub fn storage_with<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T])
     buffer
 }
 
+/// A uniform buffer holding `value` (rewritable with `Queue::write_buffer`).
 pub fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
     ctx.device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         })
 }
 
@@ -59,119 +63,66 @@ pub fn download<T: bytemuck::Pod>(
     len: usize,
 ) -> Result<Vec<T>> {
     let bytes = (len * std::mem::size_of::<T>()) as u64;
-    if bytes == 0 {
-        return Ok(vec![]);
+    let data = download_ranges(ctx, &[(buffer, 0, bytes)])?;
+    Ok(values_of(&data[0]))
+}
+
+/// The values in downloaded bytes (which need not be aligned for `T`).
+pub fn values_of<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    let mut out = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
+    bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(bytes);
+    out
+}
+
+/// Copies `(buffer, offset, bytes)` ranges back to the host behind one wait; offsets and sizes
+/// are multiples of 4.
+pub fn download_ranges(
+    ctx: &GpuContext,
+    ranges: &[(&wgpu::Buffer, u64, u64)],
+) -> Result<Vec<Vec<u8>>> {
+    let total: u64 = ranges.iter().map(|r| r.2).sum();
+    if total == 0 {
+        return Ok(ranges.iter().map(|_| vec![]).collect());
     }
     let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("download"),
-        size: bytes.next_multiple_of(4),
+        size: total,
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes.next_multiple_of(4));
+    let mut at = 0;
+    for &(buffer, offset, bytes) in ranges {
+        if bytes > 0 {
+            encoder.copy_buffer_to_buffer(buffer, offset, &staging, at, bytes);
+        }
+        at += bytes;
+    }
     ctx.queue.submit([encoder.finish()]);
     let (tx, rx) = std::sync::mpsc::channel();
     staging
         .slice(..)
         .map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
     ctx.wait()?;
-    rx.recv()
-        .map_err(|e| Error::Gpu(format!("download: {e}")))?
-        .map_err(|e| Error::Gpu(format!("download: {e}")))?;
+    let failed = |e: &dyn std::fmt::Display| Error::Gpu(format!("download: {e}"));
+    rx.recv().map_err(|e| failed(&e))?.map_err(|e| failed(&e))?;
     let view = staging
         .slice(..)
         .get_mapped_range()
-        .map_err(|e| Error::Gpu(format!("download: {e}")))?;
-    let data = bytemuck::cast_slice::<u8, T>(&view[..bytes as usize]).to_vec();
+        .map_err(|e| failed(&e))?;
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut at = 0;
+    for &(_, _, bytes) in ranges {
+        out.push(view[at as usize..(at + bytes) as usize].to_vec());
+        at += bytes;
+    }
     drop(view);
     staging.unmap();
-    Ok(data)
+    Ok(out)
 }
 
 /// A 2-D grid of workgroups covering `groups` (x · y ≥ groups, x ≤ 65535).
 pub fn dispatch_size(groups: u32) -> (u32, u32) {
     let x = groups.clamp(1, MAX_GROUPS_X);
     (x, groups.div_ceil(x).max(1))
-}
-
-/// A bind group of `pipeline`'s group 0 from (binding, buffer) pairs.
-pub fn bind(
-    ctx: &GpuContext,
-    pipeline: &wgpu::ComputePipeline,
-    entries: &[(u32, &wgpu::Buffer)],
-) -> wgpu::BindGroup {
-    let entries: Vec<wgpu::BindGroupEntry> = entries
-        .iter()
-        .map(|(binding, buffer)| wgpu::BindGroupEntry {
-            binding: *binding,
-            resource: buffer.as_entire_binding(),
-        })
-        .collect();
-    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &entries,
-    })
-}
-
-/// Records one dispatch of `pipeline` over a 2-D grid of workgroups.
-pub fn dispatch(
-    encoder: &mut wgpu::CommandEncoder,
-    pipeline: &wgpu::ComputePipeline,
-    group: &wgpu::BindGroup,
-    (x, y): (u32, u32),
-) {
-    let mut pass = encoder.begin_compute_pass(&Default::default());
-    pass.set_pipeline(pipeline);
-    pass.set_bind_group(0, group, &[]);
-    pass.dispatch_workgroups(x, y, 1);
-}
-
-/// Binds `entries` to `pipeline`'s group 0 and submits one dispatch over `groups` (work
-/// submitted to the queue runs in order).
-pub fn run(
-    ctx: &GpuContext,
-    pipeline: &wgpu::ComputePipeline,
-    entries: &[(u32, &wgpu::Buffer)],
-    groups: (u32, u32),
-) {
-    let group = bind(ctx, pipeline, entries);
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    dispatch(&mut encoder, pipeline, &group, groups);
-    ctx.queue.submit([encoder.finish()]);
-}
-
-/// A compute pipeline for `entry` of WGSL `source` (layout inferred from the shader); a kernel
-/// the device cannot run (e.g. more workgroup memory than it has) is an error, not a panic.
-pub fn pipeline(
-    ctx: &GpuContext,
-    label: &str,
-    source: &str,
-    entry: &str,
-) -> Result<wgpu::ComputePipeline> {
-    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let module = ctx
-        .device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(label),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
-    let pipeline = ctx
-        .device
-        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(label),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-    match pollster::block_on(scope.pop()) {
-        None => Ok(pipeline),
-        Some(e) => Err(Error::Gpu(format!(
-            "the `{label}` kernel cannot run on {}: {e}",
-            ctx.adapter.name
-        ))),
-    }
 }

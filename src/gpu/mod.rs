@@ -1,10 +1,12 @@
-//! wgpu: the device, WGSL sources, buffers, the field's compute kernels and the mesh preview
-//! rasteriser.
+//! wgpu: the device, WGSL sources, buffers, kernel launches, GPU prefix sums, the field's
+//! compute kernels and the mesh preview rasteriser.
 
 pub mod buffers;
 pub mod context;
 pub mod field;
+pub mod launch;
 pub mod mesh_preview;
+pub mod scan;
 pub mod shader;
 
 pub use context::GpuContext;

@@ -1,7 +1,7 @@
 //! WGSL sources: the files in `shaders/`, joined behind a prelude of constants generated from
 //! the field's configuration (WGSL has no includes and array sizes must be constants).
 
-use crate::field::march::OCCUPANCY_RESOLUTION;
+use crate::field::march::{OCCUPANCY_RESOLUTION, STEP_FACTOR};
 use crate::field::{Background, FieldConfig, ParamLayout};
 
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -13,6 +13,8 @@ pub const OCCUPANCY: &str = include_str!("../../shaders/occupancy.wgsl");
 pub const FIELD_QUERY: &str = include_str!("../../shaders/field_query.wgsl");
 pub const BACKGROUND: &str = include_str!("../../shaders/background.wgsl");
 pub const BACKGROUND_BACKWARD: &str = include_str!("../../shaders/background_backward.wgsl");
+/// Self-contained (no prelude): prefix sums and indirect dispatch sizes.
+pub const SCAN: &str = include_str!("../../shaders/scan.wgsl");
 /// Self-contained (no prelude): mesh previews know nothing of the field.
 pub const MESH_PREVIEW: &str = include_str!("../../shaders/mesh_preview.wgsl");
 
@@ -39,6 +41,7 @@ pub fn prelude(config: &FieldConfig, layout: &ParamLayout) -> String {
             matches!(config.background, Background::Neural { .. })
         ),
         f("RADIUS", config.radius),
+        f("STEP_FACTOR", STEP_FACTOR as f32),
         f("BLOB_SCALE", config.blob_scale),
         f("BLOB_STD", config.blob_std),
     ]
