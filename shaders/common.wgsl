@@ -92,7 +92,9 @@ fn vertex_index(v: vec3<u32>, level: Level) -> u32 {
         return v.x + v.y * n + v.z * n * n;
     }
     let h = v.x ^ (v.y * 2654435761u) ^ (v.z * 805459861u);
-    return h % level.y;
+    // Hashed tables have a power-of-two size: a mask, not an integer division (which CPUs
+    // cannot vectorise: it was most of the backward's time on lavapipe).
+    return h & (level.y - 1u);
 }
 
 // The 8 corners of `p`'s cell at `level`: parameter index of feature 0 and trilinear weight.

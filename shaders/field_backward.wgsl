@@ -2,10 +2,12 @@
 // pre-activation) to the gradients of every field parameter.
 //
 // A workgroup has one thread per hidden unit and walks its share of the samples in tiles of
-// TILE: each thread keeps its hidden unit's weight gradients in registers across all its tiles
-// and adds them to `grads` once at the end, so the MLP weights see one atomic add per
-// workgroup rather than per sample. The encoding's gradient is scattered to the 8 corners of
-// each level with atomic adds, as in instant-ngp.
+// TILE: each thread reads its hidden unit's weight rows once, keeps their gradients in
+// registers across all its tiles and adds them to `grads` once at the end, so the MLP weights
+// see one atomic add per workgroup rather than per sample. The encoding's gradient is
+// scattered to the 8 corners of each level with atomic adds, as in instant-ngp, one thread per
+// (sample, level) so that a level's corners are found once for all its features (per
+// (sample, feature) they were found twice: the backward took 1.37× as long on lavapipe).
 
 // The sample count is `totals[work.at]`, written on the GPU by the scan (the dispatch is
 // indirect, sized by the same total).
@@ -47,6 +49,13 @@ fn field_backward(
     var acc_albedo_w1: array<f32, WIDTH>;
     var acc_density_w2 = 0.0;
     var acc_albedo_w2 = vec3<f32>(0.0);
+    // This thread's rows of the first layers, read once rather than once per sample.
+    var row_density: array<f32, WIDTH>;
+    var row_albedo: array<f32, WIDTH>;
+    for (var k = 0u; k < WIDTH; k++) {
+        row_density[k] = params[DENSITY_W1 + j * WIDTH + k];
+        row_albedo[k] = params[ALBEDO_W1 + j * WIDTH + k];
+    }
     let w2 = params[DENSITY_W2 + j];
     let a2 = vec3<f32>(params[ALBEDO_W2 + j], params[ALBEDO_W2 + HIDDEN + j], params[ALBEDO_W2 + 2u * HIDDEN + j]);
 
@@ -88,8 +97,8 @@ fn field_backward(
             var ha = 0.0;
             for (var k = 0u; k < WIDTH; k++) {
                 let f = features[s * WIDTH + k];
-                hd += params[DENSITY_W1 + j * WIDTH + k] * f;
-                ha += params[ALBEDO_W1 + j * WIDTH + k] * f;
+                hd += row_density[k] * f;
+                ha += row_albedo[k] * f;
             }
             let g = grad_out[s];
             acc_density_w2 += g.x * max(hd, 0.0);
@@ -105,23 +114,32 @@ fn field_backward(
             }
         }
         workgroupBarrier();
-        // Phase 3: the encoding's gradient, one (sample, feature) per thread, scattered to
-        // the hash tables.
-        for (var i = j; i < TILE * WIDTH; i += HIDDEN) {
-            let s = i / WIDTH;
-            let k = i % WIDTH;
+        // Phase 3: the encoding's gradient, one (sample, level) per thread, scattered to the
+        // level's table: the 8 corners found once for all the level's features.
+        for (var i = j; i < TILE * LEVELS; i += HIDDEN) {
+            let s = i / LEVELS;
+            let l = i % LEVELS;
             if first + s >= samples {
                 continue;
             }
-            var gf = 0.0;
-            for (var h = 0u; h < HIDDEN; h++) {
-                gf += params[DENSITY_W1 + h * WIDTH + k] * grad_hidden_density[s * HIDDEN + h]
-                    + params[ALBEDO_W1 + h * WIDTH + k] * grad_hidden_albedo[s * HIDDEN + h];
+            var gf: array<f32, FEATURES>;
+            var any = false;
+            for (var q = 0u; q < FEATURES; q++) {
+                let k = l * FEATURES + q;
+                var acc = 0.0;
+                for (var h = 0u; h < HIDDEN; h++) {
+                    acc += params[DENSITY_W1 + h * WIDTH + k] * grad_hidden_density[s * HIDDEN + h]
+                        + params[ALBEDO_W1 + h * WIDTH + k] * grad_hidden_albedo[s * HIDDEN + h];
+                }
+                gf[q] = acc;
+                any = any || acc != 0.0;
             }
-            if gf != 0.0 {
-                let c = level_corners(positions[s], levels[k / FEATURES]);
+            if any {
+                let c = level_corners(positions[s], levels[l]);
                 for (var corner = 0u; corner < 8u; corner++) {
-                    grad_add(c.index[corner] + k % FEATURES, c.weight[corner] * gf);
+                    for (var q = 0u; q < FEATURES; q++) {
+                        grad_add(c.index[corner] + q, c.weight[corner] * gf[q]);
+                    }
                 }
             }
         }

@@ -74,7 +74,8 @@ impl Background {
 pub struct GridLevel {
     /// Cells per side; grid vertices per side are `resolution + 1`.
     pub resolution: u32,
-    /// Entries of this level's table (each `features_per_level` wide).
+    /// Entries of this level's table (each `features_per_level` wide): a power of two when
+    /// hashed (the kernels mask the hash rather than take it modulo the size).
     pub size: u32,
     /// First entry of this level in the grid's table.
     pub offset: u32,

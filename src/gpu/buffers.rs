@@ -80,45 +80,63 @@ pub fn download_ranges(
     ctx: &GpuContext,
     ranges: &[(&wgpu::Buffer, u64, u64)],
 ) -> Result<Vec<Vec<u8>>> {
-    let total: u64 = ranges.iter().map(|r| r.2).sum();
-    if total == 0 {
-        return Ok(ranges.iter().map(|_| vec![]).collect());
-    }
-    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("download"),
-        size: total,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    let mut at = 0;
-    for &(buffer, offset, bytes) in ranges {
-        if bytes > 0 {
-            encoder.copy_buffer_to_buffer(buffer, offset, &staging, at, bytes);
+    Readback::default().read(ctx, ranges)
+}
+
+/// A host-readable staging buffer kept for repeated downloads (grown when a larger one comes),
+/// so that a training step allocates none.
+#[derive(Default)]
+pub struct Readback {
+    staging: Option<(wgpu::Buffer, u64)>,
+}
+
+impl Readback {
+    /// As [`download_ranges`], through this staging buffer.
+    pub fn read(
+        &mut self,
+        ctx: &GpuContext,
+        ranges: &[(&wgpu::Buffer, u64, u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        let total: u64 = ranges.iter().map(|r| r.2).sum();
+        if total == 0 {
+            return Ok(ranges.iter().map(|_| vec![]).collect());
         }
-        at += bytes;
+        if self.staging.as_ref().is_none_or(|(_, size)| *size < total) {
+            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("download"),
+                size: total,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.staging = Some((buffer, total));
+        }
+        let staging = &self.staging.as_ref().expect("allocated above").0;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        let mut at = 0;
+        for &(buffer, offset, bytes) in ranges {
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(buffer, offset, staging, at, bytes);
+            }
+            at += bytes;
+        }
+        ctx.queue.submit([encoder.finish()]);
+        let slice = staging.slice(..total);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
+        ctx.wait()?;
+        let failed = |e: &dyn std::fmt::Display| Error::Gpu(format!("download: {e}"));
+        rx.recv().map_err(|e| failed(&e))?.map_err(|e| failed(&e))?;
+        let view = slice.get_mapped_range().map_err(|e| failed(&e))?;
+        let mut out = Vec::with_capacity(ranges.len());
+        let mut at = 0;
+        for &(_, _, bytes) in ranges {
+            out.push(view[at as usize..(at + bytes) as usize].to_vec());
+            at += bytes;
+        }
+        drop(view);
+        staging.unmap();
+        Ok(out)
     }
-    ctx.queue.submit([encoder.finish()]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging
-        .slice(..)
-        .map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
-    ctx.wait()?;
-    let failed = |e: &dyn std::fmt::Display| Error::Gpu(format!("download: {e}"));
-    rx.recv().map_err(|e| failed(&e))?.map_err(|e| failed(&e))?;
-    let view = staging
-        .slice(..)
-        .get_mapped_range()
-        .map_err(|e| failed(&e))?;
-    let mut out = Vec::with_capacity(ranges.len());
-    let mut at = 0;
-    for &(_, _, bytes) in ranges {
-        out.push(view[at as usize..(at + bytes) as usize].to_vec());
-        at += bytes;
-    }
-    drop(view);
-    staging.unmap();
-    Ok(out)
 }
 
 /// A 2-D grid of workgroups covering `groups` (x · y ≥ groups, x ≤ 65535).

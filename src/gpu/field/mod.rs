@@ -12,12 +12,13 @@ mod render;
 pub use optimizer::AdamConfig;
 pub use render::{ChunkPlan, Rendered};
 
-use super::buffers::{download, storage, storage_with};
+use super::buffers::{download, storage, storage_with, uniform, Readback};
 use super::launch::Kernel;
 use super::scan::ScanKernels;
 use super::shader::Sources;
 use super::GpuContext;
 use crate::error::{Error, Result};
+use crate::field::march::OCCUPANCY_RESOLUTION;
 use crate::field::{Background, FieldConfig, OccupancyGrid, ParamLayout};
 use bytemuck::{Pod, Zeroable};
 use std::sync::Arc;
@@ -170,6 +171,12 @@ pub struct GpuField {
     kernels: Kernels,
     /// Render buffers and the last render's layout, kept for its backward pass.
     frames: render::FrameState,
+    /// Buffers of the optimiser step and the occupancy refresh, and the staging buffer of
+    /// every download a step makes: kept, so that a step allocates no buffer.
+    adam_uniform: wgpu::Buffer,
+    occupancy_work: wgpu::Buffer,
+    occupancy_values: wgpu::Buffer,
+    readback: Readback,
 }
 
 impl GpuField {
@@ -208,6 +215,14 @@ impl GpuField {
             use_occupancy: false,
             step: 0,
             frames: render::FrameState::default(),
+            adam_uniform: uniform(&ctx, "adam step", &AdamUniform::zeroed()),
+            occupancy_work: uniform(&ctx, "occupancy work", &OccupancyUniform::zeroed()),
+            occupancy_values: storage(
+                &ctx,
+                "occupancy values",
+                4 * OCCUPANCY_RESOLUTION.pow(3) as u64,
+            ),
+            readback: Readback::default(),
             config,
             layout,
             ctx,

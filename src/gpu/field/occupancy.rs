@@ -4,7 +4,7 @@
 use super::{GpuField, OccupancyUniform};
 use crate::error::Result;
 use crate::field::march::{render_step, OCCUPANCY_RESOLUTION};
-use crate::gpu::buffers::{download, storage, uniform};
+use crate::gpu::buffers::values_of;
 use crate::gpu::launch::{launch_once, Groups};
 
 impl GpuField {
@@ -21,28 +21,28 @@ impl GpuField {
     ) -> Result<()> {
         let cells = OCCUPANCY_RESOLUTION.pow(3);
         let ctx = &self.ctx;
-        let work = uniform(
-            ctx,
-            "occupancy work",
-            &OccupancyUniform {
-                seed,
-                step_size: render_step(self.config.radius as f64, samples_per_ray) as f32,
-                pad: [0; 2],
-            },
-        );
-        let values = storage(ctx, "occupancy values", 4 * cells as u64);
+        let work = OccupancyUniform {
+            seed,
+            step_size: render_step(self.config.radius as f64, samples_per_ray) as f32,
+            pad: [0; 2],
+        };
+        ctx.queue
+            .write_buffer(&self.occupancy_work, 0, bytemuck::bytes_of(&work));
         launch_once(
             ctx,
             &self.kernels.occupancy,
             &[
-                (0, &work),
+                (0, &self.occupancy_work),
                 (1, &self.params),
                 (2, &self.levels),
-                (3, &values),
+                (3, &self.occupancy_values),
             ],
             Groups::Grid((cells.div_ceil(64), 1)),
         );
-        let fresh: Vec<f32> = download(ctx, &values, cells as usize)?;
+        let data = self
+            .readback
+            .read(ctx, &[(&self.occupancy_values, 0, 4 * cells as u64)])?;
+        let fresh: Vec<f32> = values_of(&data[0]);
         self.occupancy.update(&fresh, chosen, decay, threshold);
         ctx.queue.write_buffer(
             &self.occupancy_bits,

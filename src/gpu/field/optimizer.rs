@@ -2,7 +2,7 @@
 
 use super::{AdamUniform, GpuField};
 use crate::error::Result;
-use crate::gpu::buffers::{dispatch_size, uniform};
+use crate::gpu::buffers::dispatch_size;
 use crate::gpu::launch::{launch_once, Groups};
 
 /// AdamW hyper-parameters (threestudio's `mvdream-sd21.yaml`).
@@ -49,12 +49,13 @@ impl GpuField {
             pad: 0,
         };
         let ctx = &self.ctx;
-        let step_buffer = uniform(ctx, "adam step", &step);
+        ctx.queue
+            .write_buffer(&self.adam_uniform, 0, bytemuck::bytes_of(&step));
         launch_once(
             ctx,
             &self.kernels.adam,
             &[
-                (0, &step_buffer),
+                (0, &self.adam_uniform),
                 (1, &self.params),
                 (2, &self.grads),
                 (3, &self.moment1),

@@ -301,7 +301,7 @@ impl GpuField {
             }
             launches.submit();
             let n = rays as u64;
-            let data = download_ranges(
+            let data = self.readback.read(
                 &ctx,
                 &[
                     (&b.color, 0, 16 * n),
