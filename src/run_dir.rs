@@ -63,6 +63,12 @@ impl RunDir {
         Ok((run, config))
     }
 
+    /// Rewrites the resolved config (a resumed run whose options were changed on the command
+    /// line, so that the next resume sees them).
+    pub fn save_config(&self, config: &impl RunConfig) -> Result<()> {
+        write_atomic(&self.config_path(), config.to_toml().as_bytes())
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }

@@ -310,7 +310,20 @@ fn cli_fit_writes_the_default_distribution_and_resumes() {
     common::assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("starting at step 2"), "{stderr}");
-    assert!(f.root.join("more.safetensors").is_file());
+    let more = f.root.join("more.safetensors");
+    assert!(more.is_file());
+    // A later resume without -o writes where the run was last told to, not to `latest`.
+    std::fs::remove_file(&more).unwrap();
+    let latest_before = std::fs::read(&latest).unwrap();
+    let out = cli(
+        &f.root,
+        &["fit", "--resume", "dream3d-runs/fit-shapes", "--steps", "4"],
+    )
+    .output()
+    .unwrap();
+    common::assert_success(&out);
+    assert!(more.is_file(), "the distribution went elsewhere");
+    assert_eq!(std::fs::read(&latest).unwrap(), latest_before);
 }
 
 #[test]

@@ -64,6 +64,8 @@ fn tiny_mvdream_keys_map_like_diffusers() {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
         .collect();
+    // Every UNet tensor of the tiny model: an empty or truncated table must not pass.
+    assert_eq!(pairs.len(), 324);
     let shape = LdmUNetShape {
         levels: 3,
         res_blocks: 1,

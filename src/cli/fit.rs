@@ -18,7 +18,8 @@ pub const LATEST: &str = "dream3d-runs/latest.dist.safetensors";
 pub struct FitArgs {
     /// Folder of 2–20 reference images (png, jpeg, webp).
     refs: Option<PathBuf>,
-    /// Also write the distribution here (default: dream3d-runs/latest.dist.safetensors).
+    /// Also write the distribution here (default: dream3d-runs/latest.dist.safetensors); a
+    /// resumed run keeps the one it was started with.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// TOML file with any of the options below; flags override it.
@@ -151,6 +152,10 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
             if let Some(steps) = args.options.steps {
                 config.steps = steps;
             }
+            if args.output.is_some() {
+                config.output.clone_from(&args.output);
+            }
+            run.save_config(&config)?;
             (run, config)
         }
         None => {
@@ -169,6 +174,9 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
                 "give the folder of reference images: dream3d fit REFS"
             );
             args.options.apply(&mut config);
+            if args.output.is_some() {
+                config.output.clone_from(&args.output);
+            }
             config.validate()?;
             // Check the images before loading gigabytes of weights.
             fit::images::load_folder(&config.refs)?;
@@ -196,7 +204,10 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     progress.finish();
     match outcome? {
         FitOutcome::Finished(distribution) => {
-            let out = args.output.clone().unwrap_or_else(|| PathBuf::from(LATEST));
+            let out = config
+                .output
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(LATEST));
             if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;

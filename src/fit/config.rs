@@ -38,6 +38,10 @@ pub struct FitConfig {
     /// Recompute text-encoder layers in the backward pass (K prompts' activations are the
     /// largest memory item of a step; costs about one more text-encoder forward).
     pub text_encoder_checkpointing: bool,
+    /// Where the finished distribution is written besides the run directory (`-o`; none:
+    /// dream3d-runs/latest.dist.safetensors). Kept here so that a resumed run writes it there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<PathBuf>,
 }
 
 impl Default for FitConfig {
@@ -63,6 +67,7 @@ impl Default for FitConfig {
             seed: 0,
             checkpoint_every: 200,
             text_encoder_checkpointing: true,
+            output: None,
         }
     }
 }

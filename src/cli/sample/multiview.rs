@@ -9,6 +9,9 @@ use dream3d::camera::{mvdream_camera_tensor, mvdream_cameras};
 /// MVDream's hub repository and the checkpoint `--mvdream` loads by default.
 pub const DEFAULT_MODEL: &str = "MVDream/MVDream";
 
+/// What the official MVDream script appends to a plain prompt.
+const ASSET_SUFFIX: &str = ", 3d asset";
+
 #[derive(Args, Clone)]
 pub struct MultiViewArgs {
     /// Sample views of one object with MVDream: a checkpoint file, a folder holding
@@ -28,7 +31,8 @@ pub struct MultiViewArgs {
     /// Azimuth of the first view in degrees (MVDream's convention; the official script's 90).
     #[arg(long, default_value_t = 90.0)]
     pub azimuth: f64,
-    /// Do not append ", 3d asset" to a plain --prompt (the official script appends it).
+    /// Do not append ", 3d asset" to a plain --prompt (the official script appends it; a prompt
+    /// that already ends with it keeps one).
     #[arg(long)]
     pub no_asset_suffix: bool,
 }
@@ -73,12 +77,12 @@ impl MultiViewArgs {
         mvdream_camera_tensor(&cameras, device)
     }
 
-    /// The prompt MVDream sees for a plain `--prompt`.
+    /// The prompt MVDream sees for a plain `--prompt`: the official suffix, once.
     pub fn prompt(&self, prompt: &str) -> String {
-        if self.no_asset_suffix {
+        if self.no_asset_suffix || prompt.trim_end().ends_with(ASSET_SUFFIX) {
             prompt.to_string()
         } else {
-            format!("{prompt}, 3d asset")
+            format!("{prompt}{ASSET_SUFFIX}")
         }
     }
 
@@ -107,5 +111,29 @@ impl MultiViewArgs {
             f.push("--no-asset-suffix".into());
         }
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MultiViewArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        multiview: MultiViewArgs,
+    }
+
+    #[test]
+    fn the_asset_suffix_is_appended_once() {
+        let args = |flags: &[&str]| {
+            Flags::parse_from(std::iter::once("sample").chain(flags.iter().copied())).multiview
+        };
+        let official = args(&[]);
+        assert_eq!(official.prompt("a chair"), "a chair, 3d asset");
+        assert_eq!(official.prompt("a chair, 3d asset"), "a chair, 3d asset");
+        assert_eq!(official.prompt("a chair, 3d asset "), "a chair, 3d asset ");
+        assert_eq!(args(&["--no-asset-suffix"]).prompt("a chair"), "a chair");
     }
 }
