@@ -326,49 +326,57 @@ fn cli_fit_writes_the_default_distribution_and_resumes() {
     assert_eq!(std::fs::read(&latest).unwrap(), latest_before);
 }
 
+/// Ctrl-C, and SIGTERM (what a scheduler sends at the end of a job's time), stop a fit with a
+/// checkpoint.
 #[test]
-fn ctrl_c_leaves_a_checkpoint_to_resume_from() {
+fn ctrl_c_and_sigterm_leave_a_checkpoint_to_resume_from() {
     let f = fixture();
     let model = common::sd_tiny_dir().display().to_string();
     let refs = f.refs.display().to_string();
-    let child = cli(
-        &f.root,
-        &[
-            "fit",
-            &refs,
-            "--model",
-            &model,
-            "--steps",
-            "100000",
-            "--prompts",
-            "3",
-            "--tokens",
-            "2",
-            "--resolution",
-            "32",
-            "--run-dir",
-            "run",
-        ],
-    )
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let metrics = f.root.join("run/metrics.jsonl");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 2 {
-        assert!(std::time::Instant::now() < deadline, "fit did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    for signal in ["INT", "TERM"] {
+        let run = format!("run-{signal}");
+        let child = cli(
+            &f.root,
+            &[
+                "fit",
+                &refs,
+                "--model",
+                &model,
+                "--steps",
+                "100000",
+                "--prompts",
+                "3",
+                "--tokens",
+                "2",
+                "--resolution",
+                "32",
+                "--run-dir",
+                &run,
+            ],
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let metrics = f.root.join(&run).join("metrics.jsonl");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 2 {
+            assert!(std::time::Instant::now() < deadline, "fit did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = common::signal(child, signal);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "SIG{signal}: {stderr}");
+        assert!(
+            stderr.contains("interrupted") && stderr.contains("--resume"),
+            "SIG{signal}: {stderr}"
+        );
+        let checkpoint = Checkpoint::load(
+            &f.root.join(&run).join("checkpoint.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert!(checkpoint.next_step >= 2, "SIG{signal}");
     }
-    let out = common::interrupt(child);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("interrupted") && stderr.contains("--resume"),
-        "{stderr}"
-    );
-    let checkpoint =
-        Checkpoint::load(&f.root.join("run/checkpoint.safetensors"), &Device::Cpu).unwrap();
-    assert!(checkpoint.next_step >= 2);
 }
 
 /// The objective on a fixed evaluation batch (fixed timesteps, noises and samples) over the

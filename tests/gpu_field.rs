@@ -217,15 +217,7 @@ fn assert_groups_close(config: &FieldConfig, got: &[f64], want: &[f64], what: &s
 
 #[test]
 fn gpu_forward_and_gradients_match_the_reference() {
-    let config = small_config();
-    let params = random_params(&config, 1);
-    check_against_reference(
-        config,
-        settings(),
-        &cameras(),
-        Positions::Reference,
-        &params,
-    );
+    check_random_field(small_config(), settings());
 }
 
 #[test]
@@ -234,22 +226,14 @@ fn gpu_neural_background_matches_the_reference() {
         background: Background::neural(),
         ..small_config()
     };
-    let params = random_params(&config, 1);
-    check_against_reference(
-        config.clone(),
-        settings(),
-        &cameras(),
-        Positions::Reference,
-        &params,
-    );
+    check_random_field(config.clone(), settings());
     // Training's random-colour augmentation: a solid colour instead, and no gradient for the
     // background network.
     let augmented = RenderSettings {
         background: Some([0.2, 0.5, 0.9]),
         ..settings()
     };
-    let params = random_params(&config, 1);
-    check_against_reference(config, augmented, &cameras(), Positions::Reference, &params);
+    check_random_field(config, augmented);
 }
 
 /// The sizes `generate` trains (16 levels, 2¹⁹-entry tables, 64 hidden units, 512 samples per
@@ -280,14 +264,13 @@ fn narrow_mlps_match_the_reference() {
         hidden: 8,
         ..small_config()
     };
+    check_random_field(config, settings());
+}
+
+/// [`check_against_reference`] on [`random_params`], seen by [`cameras`], the whole pipeline.
+fn check_random_field(config: FieldConfig, s: RenderSettings) {
     let params = random_params(&config, 1);
-    check_against_reference(
-        config,
-        settings(),
-        &cameras(),
-        Positions::Reference,
-        &params,
-    );
+    check_against_reference(config, s, &cameras(), Positions::Reference, &params);
 }
 
 /// Where the reference takes its sample positions from.

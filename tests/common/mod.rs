@@ -75,11 +75,16 @@ pub fn assert_success(out: &std::process::Output) {
 
 /// Ctrl-C for a running `dream3d`: sends it SIGINT and waits for it to finish.
 pub fn interrupt(child: std::process::Child) -> std::process::Output {
-    let sigint = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    signal(child, "INT")
+}
+
+/// Sends `child` the signal `name` (`INT`, `TERM`, …) and waits for it to exit.
+pub fn signal(child: std::process::Child, name: &str) -> std::process::Output {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
         .status()
         .unwrap();
-    assert!(sigint.success(), "kill -INT {} failed", child.id());
+    assert!(sent.success(), "kill -{name} {} failed", child.id());
     child.wait_with_output().unwrap()
 }
 
