@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FieldConfig {
-    /// Half-size of the box the grid covers and radius of the sphere rays are clipped to.
+    /// Half-size of the box [−radius, radius]³ the grid covers and rays are clipped to.
     pub radius: f32,
     pub levels: u32,
     pub features_per_level: u32,
