@@ -88,11 +88,17 @@ fn main() -> Result<()> {
     let mut forward = vec![];
     let mut both = vec![];
     let mut samples = 0u64;
+    let mut marched = 0u64;
     for _ in 0..3 {
         let start = Instant::now();
         let out = field.render(&views, SIZE, SIZE, &settings)?;
         forward.push(start.elapsed().as_secs_f64());
         samples = field.last_sample_counts()?.iter().map(|&c| c as u64).sum();
+        marched = field
+            .last_marched_samples()?
+            .iter()
+            .map(|s| s.len() as u64)
+            .sum();
         let grad = vec![[1e-3f32, -1e-3, 1e-3, 0.0]; out.color.len()];
         let start = Instant::now();
         field.render(&views, SIZE, SIZE, &settings)?;
@@ -124,10 +130,11 @@ fn main() -> Result<()> {
 
     let rate = |samples: u64, seconds: f64| samples as f64 / seconds / 1e6;
     println!(
-        "{} rays, {:.1} samples per ray on average ({} in all)",
+        "{} rays, {:.1} samples per ray on average ({} in all) composited, {:.1} marched and evaluated",
         rays,
         samples as f64 / rays as f64,
-        samples
+        samples,
+        marched as f64 / rays as f64,
     );
     println!("| renderer | forward | forward + backward |");
     println!("|---|---|---|");
