@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One DreamDistribution fit step at the SD 2.1-base size (random weights, 256 px, K=32, M=4,
 # batch 1, CPU fp32): PyTorch/diffusers, then dream3d, in one run.
-#   benches/fit_step.sh [REPS]      (needs .venv-ref, see ../shared/torch-env/README.md)
+#   benches/fit_step.sh [REPS]      (sets up .venv-ref: benches/ref-env/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+benches/ref-env/setup.sh
 reps=${1:-3}
 mkdir -p bench-out
 cargo build --release --example bench_fit_step

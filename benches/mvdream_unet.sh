@@ -2,9 +2,10 @@
 # One MVDream UNet forward at the real size (random weights, fp32, CPU): batch 8 = 4 views x
 # CFG, 32x32 latents. dream3d multi-view, dream3d in 2-D mode, and diffusers' UNet (2-D, the
 # reference cost at the same shapes), each in its own process, in one run.
-#   benches/mvdream_unet.sh [REPS]      (needs .venv-ref, see ../shared/torch-env/README.md)
+#   benches/mvdream_unet.sh [REPS]      (sets up .venv-ref: benches/ref-env/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+benches/ref-env/setup.sh
 reps=${1:-3}
 out=bench-out
 mkdir -p "$out"

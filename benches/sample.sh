@@ -2,9 +2,10 @@
 # Text-to-image throughput at the SD 2.1-base size (random weights, fp32, CPU, 2 threads):
 # 20 DDIM steps with CFG 7.5, batch 1, at 256 and 512 px — diffusers' StableDiffusionPipeline
 # and dream3d on the same weights folder, in one run. Prints the BENCHMARKS.md table.
-#   benches/sample.sh [REPS]      (needs .venv-ref, see ../shared/torch-env/README.md)
+#   benches/sample.sh [REPS]      (sets up .venv-ref: benches/ref-env/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+benches/ref-env/setup.sh
 reps=${1:-2}
 model=${MODEL_DIR:-/tmp/sd21-base-random}
 out=bench-out

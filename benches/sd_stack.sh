@@ -2,9 +2,10 @@
 # One run, one machine: the SD 2.1-base stack (random weights, fp32, CPU) in PyTorch/diffusers,
 # in dream3d, and in dream3d with every weight a candle Var (what stock candle modules cost:
 # a gradient computed and kept for each frozen weight). Prints the BENCHMARKS.md table.
-#   benches/sd_stack.sh [REPS]      (needs .venv-ref, see ../shared/torch-env/README.md)
+#   benches/sd_stack.sh [REPS]      (sets up .venv-ref: benches/ref-env/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+benches/ref-env/setup.sh
 reps=${1:-3}
 out=bench-out
 mkdir -p "$out"
