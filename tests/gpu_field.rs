@@ -134,6 +134,26 @@ fn away_from_kinks(
     near.iter().filter(|&&n| n).count() as f64 / marched.len() as f64
 }
 
+/// Every ray marched the reference's samples: the same count, each (position, t) within 1e-5
+/// (with poisoned buffers, a sample another ray wrote into these slots would not be).
+fn assert_same_march(got: &[Vec<[f32; 4]>], want: &[Vec<Sample>], what: &str) {
+    let mut largest = 0f64;
+    for (i, (got, want)) in got.iter().zip(want).enumerate() {
+        assert_eq!(got.len(), want.len(), "{what}: ray {i}'s samples");
+        for (k, (p, (t, _, x))) in got.iter().zip(want).enumerate() {
+            let off = (0..3).fold((p[3] as f64 - t).abs(), |m, a| {
+                m.max((p[a] as f64 - x[a]).abs())
+            });
+            assert!(
+                off < 1e-5,
+                "{what}: ray {i} sample {k} is {p:?}, not ({x:?}, {t})"
+            );
+            largest = largest.max(off);
+        }
+    }
+    eprintln!("{what}: largest position error {largest:.1e}");
+}
+
 /// Each ray's samples as the reference marches them.
 fn reference_march(
     reference: &ReferenceField,
@@ -302,17 +322,7 @@ fn check_against_reference(
     let all_rays = rays(cams);
     let marched = reference_march(&reference, &all_rays, &s, None);
     let gpu_marched = field.last_marched_samples().unwrap();
-    let mut march_error = 0f64;
-    for (i, (want, got)) in marched.iter().zip(&gpu_marched).enumerate() {
-        assert_eq!(want.len(), got.len(), "ray {i}: marched samples");
-        for ((t, _, x), p) in want.iter().zip(got) {
-            march_error = (0..3).fold(march_error.max((p[3] as f64 - t).abs()), |m, a| {
-                m.max((p[a] as f64 - x[a]).abs())
-            });
-        }
-    }
-    eprintln!("march: largest position error {march_error:.1e}");
-    assert!(march_error < 1e-5, "march position error {march_error}");
+    assert_same_march(&gpu_marched, &marched, "march");
     let marched: Vec<Vec<Sample>> = match positions {
         Positions::Reference => marched,
         Positions::Gpu => gpu_marched
@@ -500,19 +510,11 @@ fn packed_samples_match_the_per_ray_reference() {
             "{what}: samples per ray"
         );
         let marched = field.last_marched_samples().unwrap();
-        for (i, (ray, got)) in all_rays.iter().zip(&marched).enumerate() {
-            let expected = samples(&reference, ray, &s, None, i as u32);
-            assert_eq!(got.len(), expected.len(), "{what}: ray {i}'s samples");
-            for (k, (p, (t, _, x))) in got.iter().zip(&expected).enumerate() {
-                let off = (p[3] as f64 - t)
-                    .abs()
-                    .max((0..3).fold(0f64, |m, a| m.max((p[a] as f64 - x[a]).abs())));
-                assert!(
-                    off < 1e-5,
-                    "{what}: ray {i} sample {k} is {p:?}, not ({x:?}, {t})"
-                );
-            }
-        }
+        assert_same_march(
+            &marched,
+            &reference_march(&reference, &all_rays, &s, None),
+            &what,
+        );
         let got_color: Vec<f64> = out
             .color
             .iter()

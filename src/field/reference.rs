@@ -6,6 +6,7 @@ use super::config::{Background, FieldConfig, ParamLayout};
 use super::march::{box_hits, jitter, render_step, OccupancyGrid, RenderSettings};
 use crate::camera::Ray;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Large primes of the spatial hash (Teschner et al., as instant-ngp); x's is 1.
 pub const HASH_PRIMES: [u32; 3] = [1, 2_654_435_761, 805_459_861];
@@ -418,7 +419,7 @@ pub fn backward_rays(
     grad_color: &[[f64; 4]],
 ) -> Vec<f64> {
     backward_batch(field, rays, settings, outputs, grad_color, |i| {
-        samples(field, &rays[i], settings, occupancy, i as u32)
+        Cow::Owned(samples(field, &rays[i], settings, occupancy, i as u32))
     })
 }
 
@@ -432,19 +433,19 @@ pub fn backward_composited(
     grad_color: &[[f64; 4]],
 ) -> Vec<f64> {
     backward_batch(field, rays, settings, outputs, grad_color, |i| {
-        marched[i].clone()
+        Cow::Borrowed(&marched[i])
     })
 }
 
 /// One gradient buffer per thread's share of the rays (not per ray: a full-size field has
 /// millions of parameters), summed.
-fn backward_batch(
+fn backward_batch<'a>(
     field: &ReferenceField,
     rays: &[Ray],
     settings: &RenderSettings,
     outputs: &[RayOutput],
     grad_color: &[[f64; 4]],
-    samples_of: impl Fn(usize) -> Vec<Sample> + Sync,
+    samples_of: impl Fn(usize) -> Cow<'a, [Sample]> + Sync,
 ) -> Vec<f64> {
     let len = field.params.len();
     let share = rays.len().div_ceil(rayon::current_num_threads()).max(1);

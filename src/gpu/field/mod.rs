@@ -116,7 +116,7 @@ struct Kernels {
     /// Only for a neural background.
     background_backward: Option<Kernel>,
     adam: Kernel,
-    occupancy: Kernel,
+    occupancy_values: Kernel,
     grid_density: Kernel,
     point_query: Kernel,
     scan: ScanKernels,
@@ -145,7 +145,7 @@ impl Kernels {
                 .then(|| build("background_backward", &sources.background_backward))
                 .transpose()?,
             adam: build("adam", &sources.adam)?,
-            occupancy: Kernel::new(ctx, "occupancy", &sources.occupancy, "occupancy_values")?,
+            occupancy_values: build("occupancy_values", &sources.occupancy)?,
             grid_density: build("grid_density", &sources.query)?,
             point_query: build("point_query", &sources.query)?,
             scan: ScanKernels::new(ctx)?,

@@ -30,7 +30,7 @@ impl GpuField {
             .write_buffer(&self.occupancy_work, 0, bytemuck::bytes_of(&work));
         launch_once(
             ctx,
-            &self.kernels.occupancy,
+            &self.kernels.occupancy_values,
             &[
                 (0, &self.occupancy_work),
                 (1, &self.params),

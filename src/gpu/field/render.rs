@@ -159,7 +159,7 @@ struct FrameBuffers {
 
 impl FrameBuffers {
     fn new(ctx: &GpuContext, rays: u32, views: u32, chunks: u32) -> Self {
-        let rays_bytes = rays as u64;
+        let n = rays as u64;
         Self {
             rays,
             views,
@@ -170,9 +170,9 @@ impl FrameBuffers {
                 "cameras",
                 views as u64 * std::mem::size_of::<CameraUniform>() as u64,
             ),
-            color: storage(ctx, "color", 16 * rays_bytes),
-            depth: storage(ctx, "depth", 4 * rays_bytes),
-            grad_color: storage(ctx, "grad color", 16 * rays_bytes),
+            color: storage(ctx, "color", 16 * n),
+            depth: storage(ctx, "depth", 4 * n),
+            grad_color: storage(ctx, "grad color", 16 * n),
             totals: storage(ctx, "chunk totals", 4 * chunks as u64),
         }
     }
@@ -231,8 +231,8 @@ impl FrameState {
             .expect("frame buffers are prepared first")
     }
 
-    /// The gradient list, large enough for `samples`.
-    pub fn sample_grads(&mut self, ctx: &GpuContext, samples: u64) -> &wgpu::Buffer {
+    /// Grows the gradient list to hold `samples`; returns it.
+    fn reserve_sample_grads(&mut self, ctx: &GpuContext, samples: u64) -> &wgpu::Buffer {
         if self.sample_grads.as_ref().is_none_or(|(_, n)| *n < samples) {
             let n = samples.max(1);
             self.sample_grads = Some((storage(ctx, "sample grads", SAMPLE_GRAD_BYTES * n), n));
@@ -404,10 +404,10 @@ impl GpuField {
             .map(|c| c.plan.capacity as u64)
             .max()
             .unwrap_or(0);
-        self.frames.sample_grads(&ctx, largest);
+        let sample_grads = self.frames.reserve_sample_grads(&ctx, largest).clone();
+        let sample_grads = &sample_grads;
         let frames = &self.frames;
         let b = frames.buffers();
-        let sample_grads = &frames.sample_grads.as_ref().expect("allocated above").0;
         let k = &self.kernels;
         for c in &frames.chunks {
             launches.copy(&c.used, 0, &c.grad_offsets, 0, 4 * (c.plan.rays as u64 + 1));
@@ -490,17 +490,22 @@ impl GpuField {
     /// composited them, read from the ray's own slots of the packed list.
     pub fn last_marched_samples(&self) -> Result<Vec<Vec<[f32; 4]>>> {
         let last = self.last_render()?;
-        let mut out = Vec::with_capacity(last.frame.rays as usize);
-        for (c, &total) in self.frames.chunks.iter().zip(&last.totals) {
-            let data = download_ranges(
-                &self.ctx,
-                &[
+        let chunks = &self.frames.chunks;
+        let ranges: Vec<_> = chunks
+            .iter()
+            .zip(&last.totals)
+            .flat_map(|(c, &total)| {
+                [
                     (&c.offsets, 0, 4 * (c.plan.rays as u64 + 1)),
                     (&c.points, 0, POINT_BYTES * total),
-                ],
-            )?;
-            let offsets: Vec<u32> = values_of(&data[0]);
-            let points: Vec<[f32; 4]> = values_of(&data[1]);
+                ]
+            })
+            .collect();
+        let data = download_ranges(&self.ctx, &ranges)?;
+        let mut out = Vec::with_capacity(last.frame.rays as usize);
+        for (c, pair) in chunks.iter().zip(data.chunks(2)) {
+            let offsets: Vec<u32> = values_of(&pair[0]);
+            let points: Vec<[f32; 4]> = values_of(&pair[1]);
             for r in 0..c.plan.rays as usize {
                 out.push(points[offsets[r] as usize..offsets[r + 1] as usize].to_vec());
             }
