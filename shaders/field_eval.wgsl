@@ -7,35 +7,34 @@ struct FieldValue {
     rgb: vec3<f32>,
 }
 
-fn encode(p: vec3<f32>) -> array<f32, WIDTH> {
-    var features: array<f32, WIDTH>;
+// The encoding, zero-padded to W4 vec4s (short vector arrays stay in registers on lavapipe).
+fn encode(p: vec3<f32>) -> array<vec4<f32>, W4> {
+    var features: array<vec4<f32>, W4>;
     for (var l = 0u; l < LEVELS; l++) {
         let c = level_corners(p, levels[l]);
-        for (var k = 0u; k < FEATURES; k++) {
+        for (var q = 0u; q < FEATURES; q++) {
             var acc = 0.0;
             for (var corner = 0u; corner < 8u; corner++) {
-                acc += c.weight[corner] * params[c.index[corner] + k];
+                acc += c.weight[corner] * params[c.index[corner] + q];
             }
-            features[l * FEATURES + k] = acc;
+            let k = l * FEATURES + q;
+            features[k / 4u][k % 4u] = acc;
         }
     }
     return features;
 }
 
-// The encoding's multiple of four.
-const WIDTH4: u32 = WIDTH / 4u * 4u;
-
 // The weight row at `offset` (WIDTH wide) times the features, four at a time: the short
 // constant-count loop gets unrolled, which keeps a 512-sample ray far below lavapipe's limit of
 // 65 535 loop iterations per invocation (past it, loops silently stop).
-fn row_dot(offset: u32, f: ptr<function, array<f32, WIDTH>>) -> f32 {
+fn row_dot(offset: u32, f: ptr<function, array<vec4<f32>, W4>>) -> f32 {
     var acc = 0.0;
-    for (var k = 0u; k < WIDTH4; k += 4u) {
-        let w = vec4<f32>(params[offset + k], params[offset + k + 1u], params[offset + k + 2u], params[offset + k + 3u]);
-        acc += dot(w, vec4<f32>((*f)[k], (*f)[k + 1u], (*f)[k + 2u], (*f)[k + 3u]));
+    for (var k = 0u; k < WIDTH / 4u; k++) {
+        let at = offset + 4u * k;
+        acc += dot(vec4<f32>(params[at], params[at + 1u], params[at + 2u], params[at + 3u]), (*f)[k]);
     }
-    for (var k = WIDTH4; k < WIDTH; k++) {
-        acc += params[offset + k] * (*f)[k];
+    for (var k = WIDTH / 4u * 4u; k < WIDTH; k++) {
+        acc += params[offset + k] * (*f)[k / 4u][k % 4u];
     }
     return acc;
 }

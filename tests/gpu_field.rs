@@ -56,15 +56,19 @@ fn decaying_params(config: &FieldConfig, seed: u64, decay: f64) -> Vec<f32> {
 }
 
 fn context() -> Arc<GpuContext> {
-    context_with_atomics(true)
+    context_with_optional_features(true)
 }
 
-/// With `float_atomics` false the kernels use their compare-exchange fallback.
-fn context_with_atomics(float_atomics: bool) -> Arc<GpuContext> {
+/// With `optional` false the kernels use their fallbacks for devices without f32 atomics
+/// (a compare-exchange loop) and without subgroup operations (sums in workgroup memory).
+fn context_with_optional_features(optional: bool) -> Arc<GpuContext> {
     let mut ctx =
         GpuContext::new().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)");
     ctx.poison_buffers = true;
-    ctx.float_atomics &= float_atomics;
+    if !optional {
+        ctx.float_atomics = false;
+        ctx.subgroup_min_size = None;
+    }
     eprintln!("adapter: {}", ctx.describe());
     Arc::new(ctx)
 }
@@ -305,7 +309,8 @@ enum Positions {
 }
 
 /// Forward within 1e-4 of the reference relative to its largest magnitude, gradients within
-/// each parameter group's tolerance; a repeatable backward; the same with emulated atomics.
+/// each parameter group's tolerance; a repeatable backward; the same with the fallbacks for
+/// devices without f32 atomics or subgroups.
 fn check_against_reference(
     config: FieldConfig,
     s: RenderSettings,
@@ -389,15 +394,20 @@ fn check_against_reference(
     eprintln!("gradients of a second pass: relative difference {err:.2e}");
     assert!(err < 1e-6, "backward is not repeatable: {err}");
 
-    // The compare-exchange fallback for devices without f32 atomics gives the same gradients.
-    let mut emulated = GpuField::new(context_with_atomics(false), config.clone(), params).unwrap();
-    emulated.render(cams, W, H, &s).unwrap();
-    emulated.backward(&grad_color).unwrap();
+    // The fallbacks for devices without f32 atomics or subgroups give the same gradients.
+    let mut fallback = GpuField::new(
+        context_with_optional_features(false),
+        config.clone(),
+        params,
+    )
+    .unwrap();
+    fallback.render(cams, W, H, &s).unwrap();
+    fallback.backward(&grad_color).unwrap();
     assert_groups_close(
         &config,
-        &to_f64(&emulated.grads().unwrap()),
+        &to_f64(&fallback.grads().unwrap()),
         &want_grads,
-        "gradients with emulated atomics",
+        "gradients without f32 atomics or subgroups",
     );
 }
 

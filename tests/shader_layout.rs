@@ -8,7 +8,7 @@ use dream3d::gpu::field::{
 };
 use dream3d::gpu::mesh_preview::ViewUniform;
 use dream3d::gpu::scan::{DispatchUniform, ScanUniform};
-use dream3d::gpu::shader::{Sources, MESH_PREVIEW, SCAN};
+use dream3d::gpu::shader::{HiddenSum, Sources, MESH_PREVIEW, SCAN};
 use std::mem::{offset_of, size_of};
 use wgpu::naga;
 
@@ -61,8 +61,13 @@ macro_rules! same_layout {
 }
 
 #[test]
-fn kernels_validate_with_and_without_float_atomics() {
-    for atomics in [true, false] {
+fn kernels_validate_with_and_without_float_atomics_and_subgroups() {
+    for (atomics, hidden_sum) in [
+        (true, HiddenSum::Subgroups { slots: 2 }),
+        (false, HiddenSum::Subgroups { slots: 8 }),
+        (true, HiddenSum::Workgroup),
+        (false, HiddenSum::Workgroup),
+    ] {
         for config in [
             FieldConfig::default(),
             FieldConfig {
@@ -72,7 +77,7 @@ fn kernels_validate_with_and_without_float_atomics() {
                 ..FieldConfig::default()
             },
         ] {
-            let s = Sources::new(&config, atomics);
+            let s = Sources::new(&config, atomics, hidden_sum);
             for source in [
                 &s.render,
                 &s.field_backward,
@@ -90,7 +95,7 @@ fn kernels_validate_with_and_without_float_atomics() {
 
 #[test]
 fn host_structs_match_the_wgsl_layouts() {
-    let s = Sources::new(&FieldConfig::default(), true);
+    let s = Sources::new(&FieldConfig::default(), true, HiddenSum::Workgroup);
     let render = module(&s.render);
     same_layout!(&render, "Frame", FrameUniform, [
         "rays" => rays, "width" => width, "height" => height, "samples_per_ray" => samples_per_ray,
@@ -131,4 +136,27 @@ fn host_structs_match_the_wgsl_layouts() {
     for m in [&render, &backward] {
         assert_eq!(wgsl_struct(m, "SampleGrad").1, 32);
     }
+}
+
+/// Subgroup sums where the device has subgroups and the partial sums fit its workgroup memory.
+#[test]
+fn backward_sums_over_subgroups_only_where_they_fit() {
+    let config = FieldConfig::default();
+    assert_eq!(
+        HiddenSum::choose(&config, Some(32), 16 * 1024),
+        HiddenSum::Subgroups { slots: 2 }
+    );
+    // 8 partial sums per sample of 16 vec4s: 16 KB alone.
+    assert_eq!(
+        HiddenSum::choose(&config, Some(8), 16 * 1024),
+        HiddenSum::Workgroup
+    );
+    assert_eq!(
+        HiddenSum::choose(&config, Some(8), 32 * 1024),
+        HiddenSum::Subgroups { slots: 8 }
+    );
+    assert_eq!(
+        HiddenSum::choose(&config, None, 32 * 1024),
+        HiddenSum::Workgroup
+    );
 }

@@ -11,6 +11,11 @@ pub struct GpuContext {
     pub adapter: wgpu::AdapterInfo,
     /// `atomicAdd` on f32 in storage buffers; otherwise a compare-exchange loop is used.
     pub float_atomics: bool,
+    /// The smallest subgroup size, where the device has subgroup operations (the field's
+    /// backward then sums across the hidden units with them); `None` turns them off.
+    pub subgroup_min_size: Option<u32>,
+    /// Workgroup memory a kernel may use, in bytes.
+    pub max_workgroup_memory: u32,
     /// Largest storage-buffer binding the device allows.
     pub max_binding: u64,
     /// Fill every new buffer with noise (tests: kernels must not rely on zeroed memory).
@@ -59,11 +64,9 @@ impl GpuContext {
             .features()
             .contains(wgpu::Features::SHADER_FLOAT32_ATOMIC);
         let limits = adapter.limits();
-        let required_features = if float_atomics {
-            wgpu::Features::SHADER_FLOAT32_ATOMIC
-        } else {
-            wgpu::Features::empty()
-        };
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
+        let required_features =
+            adapter.features() & (wgpu::Features::SHADER_FLOAT32_ATOMIC | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("dream3d"),
             required_features,
@@ -78,6 +81,8 @@ impl GpuContext {
             queue,
             adapter: adapter.get_info(),
             float_atomics,
+            subgroup_min_size: subgroups.then_some(adapter.get_info().subgroup_min_size),
+            max_workgroup_memory: limits.max_compute_workgroup_storage_size,
             max_binding: limits.max_storage_buffer_binding_size,
             poison_buffers: false,
         })
@@ -93,7 +98,7 @@ impl GpuContext {
 
     pub fn describe(&self) -> String {
         format!(
-            "{} ({:?}, {:?}){}",
+            "{} ({:?}, {:?}){}{}",
             self.adapter.name,
             self.adapter.backend,
             self.adapter.device_type,
@@ -101,6 +106,11 @@ impl GpuContext {
                 ""
             } else {
                 ", f32 atomics emulated"
+            },
+            if self.subgroup_min_size.is_some() {
+                ""
+            } else {
+                ", no subgroups"
             }
         )
     }

@@ -8,6 +8,8 @@ pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 pub const FIELD_EVAL: &str = include_str!("../../shaders/field_eval.wgsl");
 pub const RENDER: &str = include_str!("../../shaders/render.wgsl");
 pub const FIELD_BACKWARD: &str = include_str!("../../shaders/field_backward.wgsl");
+pub const HIDDEN_SUM_SUBGROUP: &str = include_str!("../../shaders/hidden_sum_subgroup.wgsl");
+pub const HIDDEN_SUM_WORKGROUP: &str = include_str!("../../shaders/hidden_sum_workgroup.wgsl");
 pub const ADAM: &str = include_str!("../../shaders/adam.wgsl");
 pub const OCCUPANCY: &str = include_str!("../../shaders/occupancy.wgsl");
 pub const FIELD_QUERY: &str = include_str!("../../shaders/field_query.wgsl");
@@ -26,6 +28,7 @@ pub fn prelude(config: &FieldConfig, layout: &ParamLayout) -> String {
         u("LEVELS", config.levels),
         u("FEATURES", config.features_per_level),
         u("WIDTH", config.encoding_width()),
+        u("W4", vec4s_per_encoding(config)),
         u("HIDDEN", config.hidden),
         u("DENSITY_W1", layout.density_w1),
         u("DENSITY_W2", layout.density_w2),
@@ -67,6 +70,68 @@ pub fn grad_accumulator(float_atomics: bool) -> &'static str {
     }
 }
 
+/// Samples per tile of `field_backward`, and tiles per workgroup.
+pub const BACKWARD_TILE: u32 = 16;
+pub const BACKWARD_TILES_PER_GROUP: u32 = 16;
+
+/// How `field_backward` sums the encoding's gradient over the hidden units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenSum {
+    /// Subgroup additions; `slots` partial sums per sample (the most subgroups a workgroup of
+    /// HIDDEN threads can have).
+    Subgroups { slots: u32 },
+    /// Through workgroup memory, for devices without subgroup operations (or too little
+    /// workgroup memory for the partial sums).
+    Workgroup,
+}
+
+impl HiddenSum {
+    /// Subgroups when the device has them (`subgroup_min_size`) and the partial sums fit in
+    /// `max_workgroup_bytes` beside the kernel's other workgroup arrays.
+    pub fn choose(
+        config: &FieldConfig,
+        subgroup_min_size: Option<u32>,
+        max_workgroup_bytes: u32,
+    ) -> Self {
+        let Some(min_size) = subgroup_min_size else {
+            return Self::Workgroup;
+        };
+        let slots = config.hidden.div_ceil(min_size.max(1));
+        let vec4s = BACKWARD_TILE * vec4s_per_encoding(config);
+        // Encodings, then positions and output gradients (vec3s take a vec4's stride).
+        let shared = 16 * (vec4s + 2 * BACKWARD_TILE);
+        let partials = 16 * slots * vec4s + 4;
+        if shared + partials <= max_workgroup_bytes {
+            Self::Subgroups { slots }
+        } else {
+            Self::Workgroup
+        }
+    }
+}
+
+/// The encoding's width in vec4s, rounded up (W4: kernels keep encodings as zero-padded vec4s).
+fn vec4s_per_encoding(config: &FieldConfig) -> u32 {
+    config.encoding_width().div_ceil(4)
+}
+
+/// `field_backward`'s constants and its sum over the hidden units.
+fn backward_head(sum: HiddenSum) -> String {
+    let u = |name: &str, v: u32| format!("const {name}: u32 = {v}u;\n");
+    let mut head = [
+        u("TILE", BACKWARD_TILE),
+        u("TILES_PER_GROUP", BACKWARD_TILES_PER_GROUP),
+    ]
+    .concat();
+    match sum {
+        HiddenSum::Subgroups { slots } => {
+            head += &u("SUBGROUP_SLOTS", slots);
+            head += HIDDEN_SUM_SUBGROUP;
+        }
+        HiddenSum::Workgroup => head += HIDDEN_SUM_WORKGROUP,
+    }
+    head
+}
+
 /// Each kernel's full source.
 pub struct Sources {
     pub render: String,
@@ -78,13 +143,14 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn new(config: &FieldConfig, float_atomics: bool) -> Self {
+    pub fn new(config: &FieldConfig, float_atomics: bool, hidden_sum: HiddenSum) -> Self {
         let head = prelude(config, &config.layout()) + COMMON;
         Self {
             render: [head.as_str(), FIELD_EVAL, BACKGROUND, RENDER].concat(),
             field_backward: [
                 head.as_str(),
                 grad_accumulator(float_atomics),
+                &backward_head(hidden_sum),
                 FIELD_BACKWARD,
             ]
             .concat(),

@@ -15,7 +15,7 @@ pub use render::{ChunkPlan, Rendered};
 use super::buffers::{download, storage, storage_with, uniform, Readback};
 use super::launch::Kernel;
 use super::scan::ScanKernels;
-use super::shader::Sources;
+use super::shader::{HiddenSum, Sources};
 use super::GpuContext;
 use crate::error::{Error, Result};
 use crate::field::march::OCCUPANCY_RESOLUTION;
@@ -124,7 +124,8 @@ struct Kernels {
 
 impl Kernels {
     fn new(ctx: &GpuContext, config: &FieldConfig) -> Result<Self> {
-        let sources = Sources::new(config, ctx.float_atomics);
+        let hidden_sum = HiddenSum::choose(config, ctx.subgroup_min_size, ctx.max_workgroup_memory);
+        let sources = Sources::new(config, ctx.float_atomics, hidden_sum);
         let build = |label: &str, source: &str| {
             Kernel::new(ctx, label, source, label).map_err(|e| {
                 Error::Gpu(format!(

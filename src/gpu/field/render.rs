@@ -14,6 +14,7 @@ use crate::field::{Background, RenderSettings};
 use crate::gpu::buffers::{dispatch_size, download_ranges, storage, uniform, values_of};
 use crate::gpu::launch::{Groups, Launches};
 use crate::gpu::scan::{DispatchUniform, PrefixSum};
+use crate::gpu::shader::{BACKWARD_TILE, BACKWARD_TILES_PER_GROUP};
 use crate::gpu::GpuContext;
 use bytemuck::Zeroable;
 
@@ -27,8 +28,8 @@ const HEADROOM: f64 = 1.25;
 const SLACK: u64 = 64;
 /// Samples of one chunk at most: ≈ 4 GB of sample buffers, whatever the binding limit.
 const MAX_CHUNK_SAMPLES: u64 = 1 << 26;
-/// Samples per `field_backward` workgroup (TILE × TILES_PER_GROUP in the shader).
-pub(super) const SAMPLES_PER_BACKWARD_GROUP: u32 = 256;
+/// Samples per `field_backward` workgroup.
+pub(super) const SAMPLES_PER_BACKWARD_GROUP: u32 = BACKWARD_TILE * BACKWARD_TILES_PER_GROUP;
 
 /// What a batch of cameras rendered to, per pixel, view-major then row-major.
 #[derive(Debug, Clone)]
