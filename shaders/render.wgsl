@@ -76,24 +76,43 @@ fn skipped(p: vec3<f32>) -> bool {
     return frame.use_occupancy != 0u && occupancy[occupancy_cell(p)] == 0u;
 }
 
-// The march of frame ray `id`: fixed steps from the box entry, offset by the ray's jitter;
-// `write` stores each occupied sample from `slot` on (never past the chunk's capacity).
-fn march(id: u32, write: bool, first_slot: u32) -> u32 {
+// Index of the first sample past the occupancy cell `p` (at sample `k`) lies in, less a margin
+// of δ/1000 (far above f32 rounding): samples before it are in the same cell, so an empty
+// cell's samples need no test. Never less than `k + 1`.
+fn after_cell(ray: Ray, p: vec3<f32>, k: u32, near: f32, delta: f32, offset: f32) -> u32 {
+    let n = f32(OCC_RES);
+    let u = clamp((p / RADIUS + 1.0) * 0.5, vec3<f32>(0.0), vec3<f32>(1.0));
+    let cell = min(floor(u * n), vec3<f32>(n - 1.0));
+    let low = (cell / n * 2.0 - 1.0) * RADIUS;
+    let high = ((cell + 1.0) / n * 2.0 - 1.0) * RADIUS;
+    let d = select(ray.dir, vec3<f32>(1e-9), abs(ray.dir) < vec3<f32>(1e-9));
+    let exits = (select(low, high, d > vec3<f32>(0.0)) - ray.origin) / d;
+    let exit = min(min(exits.x, exits.y), exits.z);
+    let last = floor((exit - near) / delta - offset - 1e-3);
+    return select(k + 1u, u32(last) + 1u, last >= f32(k + 1u));
+}
+
+// The march of frame ray `id`: fixed steps from the box entry, offset by the ray's jitter, over
+// the occupied cells (empty cells are stepped over whole). With `write`, stores its `limit`
+// occupied samples from `first_slot` on (never past the chunk's capacity) and stops there.
+fn march(id: u32, write: bool, first_slot: u32, limit: u32) -> u32 {
     let ray = pixel_ray(id);
     let hits = box_hits(ray);
-    if hits.x >= hits.y {
+    if hits.x >= hits.y || limit == 0u {
         return 0u;
     }
     let delta = render_step(frame.samples_per_ray);
     let offset = ray_jitter(frame, id);
     var count = 0u;
-    for (var k = 0u; k < frame.samples_per_ray; k++) {
+    var k = 0u;
+    while k < frame.samples_per_ray && count < limit {
         let t = hits.x + (f32(k) + offset) * delta;
         if t >= hits.y {
             break;
         }
         let p = ray.origin + t * ray.dir;
         if skipped(p) {
+            k = after_cell(ray, p, k, hits.x, delta, offset);
             continue;
         }
         let slot = first_slot + count;
@@ -101,6 +120,7 @@ fn march(id: u32, write: bool, first_slot: u32) -> u32 {
             points[slot] = vec4<f32>(p, t);
         }
         count++;
+        k++;
     }
     return count;
 }
@@ -112,7 +132,7 @@ fn count_samples(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         offsets[chunk.rays] = 0u;
     }
     if i < chunk.rays {
-        offsets[i] = march(chunk.first_ray + i, false, 0u);
+        offsets[i] = march(chunk.first_ray + i, false, 0u, 0xffffffffu);
     }
 }
 
@@ -120,7 +140,7 @@ fn count_samples(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 fn write_samples(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = invocation(gid, groups);
     if i < chunk.rays {
-        march(chunk.first_ray + i, true, offsets[i]);
+        march(chunk.first_ray + i, true, offsets[i], offsets[i + 1u] - offsets[i]);
     }
 }
 
