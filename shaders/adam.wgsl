@@ -1,5 +1,7 @@
-// AdamW over the flat parameter vector with two groups (hash grid, then MLPs); the gradient is
-// cleared as it is consumed, ready for the next backward pass.
+// AdamW over the flat parameter vector with two learning rates (hash grid, then MLPs); the
+// gradient is cleared as it is consumed, ready for the next backward pass. Parameters that come
+// out non-finite are counted per parameter group, so that a diverging run is caught with one
+// small download rather than a readback of every parameter.
 
 struct AdamStep {
     len: u32,
@@ -22,6 +24,15 @@ struct AdamStep {
 @group(0) @binding(2) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(3) var<storage, read_write> moment1: array<f32>;
 @group(0) @binding(4) var<storage, read_write> moment2: array<f32>;
+// Each parameter group's first index, ascending (hash levels, MLP layers, background).
+@group(0) @binding(5) var<storage, read> group_starts: array<u32>;
+// Per group: parameters this step left non-finite.
+@group(0) @binding(6) var<storage, read_write> nonfinite: array<atomic<u32>>;
+
+// Exponent all ones: ±inf or NaN (a bit test, which no fast-math assumption can fold away).
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
 
 @compute @workgroup_size(256)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -38,5 +49,13 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>) {
     moment2[i] = v;
     let p = params[i] * (1.0 - lr * step.weight_decay);
     let denom = sqrt(v / step.bias_correction2) + step.eps;
-    params[i] = p - lr * (m / step.bias_correction1) / denom;
+    let updated = p - lr * (m / step.bias_correction1) / denom;
+    params[i] = updated;
+    if !is_finite(updated) {
+        var group = 0u;
+        while group + 1u < arrayLength(&group_starts) && group_starts[group + 1u] <= i {
+            group++;
+        }
+        atomicAdd(&nonfinite[group], 1u);
+    }
 }

@@ -64,6 +64,9 @@ pub enum Error {
     #[error("step {step}: non-finite {what}; the field keeps its state from before this step")]
     NonFinite { step: u64, what: String },
 
+    #[error("step {step}: the field's parameters went non-finite in its AdamW update ({groups}); the field is not saved, its last checkpoint is kept: lower that group's learning rate, then resume")]
+    NonFiniteField { step: u64, groups: String },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

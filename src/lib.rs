@@ -2,6 +2,7 @@
 //! 2D images and distilled into 3D assets with MVDream. See `ARCHITECTURE.md` for the map.
 
 pub mod camera;
+pub mod conditioning;
 pub mod device;
 pub mod diffusion;
 pub mod distill;

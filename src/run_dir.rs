@@ -8,6 +8,12 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Where runs go unless told otherwise (`fit-NAME`, `generate`, `samples`).
+pub const RUNS_ROOT: &str = "dream3d-runs";
+/// Where `fit` leaves its distribution when given no output, and what `sample` and `generate`
+/// use when given none.
+pub const LATEST_DISTRIBUTION: &str = "dream3d-runs/latest.dist.safetensors";
+
 /// A run's resolved settings, kept as `config.toml`.
 pub trait RunConfig: Serialize + DeserializeOwned {
     /// The command whose runs use this config ("fit", "generate").

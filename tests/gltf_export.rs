@@ -266,7 +266,7 @@ fn browser_view(glb: &Path, size: u32) -> image::RgbImage {
     let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
     assert!(
         js.join("node_modules/three").is_dir() && Path::new("/usr/bin/chromium").exists(),
-        "the browser check needs npm ci --prefix tests/js and Debian's chromium (.ci/run installs both)"
+        "the browser check needs npm ci --prefix tests/js and Debian's chromium (scripts/test installs both)"
     );
     let png = glb.with_extension("png");
     let out = Command::new("node")

@@ -741,6 +741,169 @@ fn generate_distils_checkpoints_resumes_and_exports() {
     );
 }
 
+/// `dream3d generate` in `dir` on the tiny MVDream with [`GENERATE_TOML`]'s settings.
+fn small_generate(dir: &Path) -> std::process::Command {
+    let mut cmd = common::dream3d(dir);
+    cmd.arg("generate")
+        .args(["--mvdream", "tiny-4view.safetensors"])
+        .args(["--resolution", "48", "--threshold", "5", "--frames", "0"]);
+    cmd
+}
+
+/// `generate --assets 3` stopped by SIGTERM (what schedulers send) during asset 0: the later
+/// assets have no run directory yet, and resuming the parent finishes all three, each step of
+/// each asset logged once.
+#[test]
+fn several_assets_resume_from_their_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    write_consistent_tiny(dir.path(), "tiny-4view.safetensors");
+    std::fs::write(dir.path().join("small.toml"), GENERATE_TOML).unwrap();
+    let child = small_generate(dir.path())
+        .args([
+            "--prompt",
+            "a chair",
+            "--config",
+            "small.toml",
+            "--steps",
+            "8",
+        ])
+        .args([
+            "--assets",
+            "3",
+            "--seed",
+            "4",
+            "--run-dir",
+            "runs",
+            "-o",
+            "out.glb",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs = dir.path().join("runs");
+    let logged = |i: usize| {
+        std::fs::read_to_string(runs.join(format!("asset-{i}/metrics.jsonl")))
+            .map_or(0, |m| m.lines().count())
+    };
+    let waited = std::time::Instant::now();
+    while logged(0) < 3 {
+        assert!(
+            waited.elapsed().as_secs() < 300,
+            "asset 0 makes no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = common::signal(child, "TERM");
+    common::assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted in asset 1 of 3"), "{stderr}");
+    assert!(runs.join("plan.toml").is_file());
+    assert!(runs.join("asset-0/field.safetensors").is_file());
+    assert!(
+        !runs.join("asset-1").exists(),
+        "asset 1 was made before it started"
+    );
+    assert!(!dir.path().join("out-0.glb").exists());
+
+    let out = small_generate(dir.path())
+        .args(["--resume", "runs"])
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    for i in 0..3 {
+        let issues = common::validate_gltf(&dir.path().join(format!("out-{i}.glb")));
+        assert_eq!(issues["numErrors"], 0, "asset {i}: {issues}");
+        let metrics =
+            std::fs::read_to_string(runs.join(format!("asset-{i}/metrics.jsonl"))).unwrap();
+        let steps: Vec<u64> = metrics
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            (0..8).collect::<Vec<_>>(),
+            "asset {i}: each step logged once"
+        );
+        let config = std::fs::read_to_string(runs.join(format!("asset-{i}/config.toml"))).unwrap();
+        assert!(
+            config.contains(&format!("seed = {}", 4 + i)),
+            "asset {i}: {config}"
+        );
+    }
+
+    // A finished plan resumed again has nothing left to do.
+    let out = small_generate(dir.path())
+        .args(["--resume", "runs"])
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("finished earlier")
+            .count(),
+        3,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A field that goes non-finite in its AdamW update (an absurd hash-grid learning rate) stops
+/// the run with the group named, and the run's field stays the last good checkpoint.
+#[test]
+fn a_non_finite_field_stops_the_run_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    write_consistent_tiny(dir.path(), "tiny-4view.safetensors");
+    std::fs::write(dir.path().join("small.toml"), GENERATE_TOML).unwrap();
+    let out = small_generate(dir.path())
+        .args([
+            "--prompt",
+            "a chair",
+            "--config",
+            "small.toml",
+            "--steps",
+            "5",
+        ])
+        .args(["--seed", "4", "--run-dir", "run", "-o", "first.glb"])
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    let run = dir.path().join("run");
+    let good = std::fs::read(run.join("field.safetensors")).unwrap();
+
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let absurd = config.replace("lr_grid = 0.01", "lr_grid = 1e39");
+    assert_ne!(absurd, config, "no lr_grid in {config}");
+    std::fs::write(run.join("config.toml"), absurd).unwrap();
+    let out = small_generate(dir.path())
+        .args(["--resume", "run", "--steps", "10", "-o", "second.glb"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("step 5: the field's parameters went non-finite"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hash level 0"), "{stderr}");
+    assert_eq!(
+        std::fs::read(run.join("field.safetensors")).unwrap(),
+        good,
+        "the checkpoint changed"
+    );
+    let field = dream3d::gpu::GpuField::load(
+        std::sync::Arc::new(dream3d::gpu::GpuContext::new().unwrap()),
+        &run.join("field.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(field.step, 5);
+    assert!(field.params().unwrap().iter().all(|p| p.is_finite()));
+    assert!(!dir.path().join("second.glb").exists());
+}
+
 #[test]
 fn multiview_guidance_conditions_the_unet_as_mvdream_threestudio() {
     use dream3d::camera::Camera;

@@ -5,14 +5,11 @@ use anyhow::Context;
 use clap::Args;
 use dream3d::fit::{self, FitConfig, FitEvent, FitOutcome, RunConfig, RunDir};
 use dream3d::prompt::PositionMode;
+use dream3d::run_dir::{LATEST_DISTRIBUTION, RUNS_ROOT};
 use dream3d::stable_diffusion::StableDiffusion;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// Where runs go, and where `sample`/`generate` look for the latest distribution.
-pub const RUNS_ROOT: &str = "dream3d-runs";
-pub const LATEST: &str = "dream3d-runs/latest.dist.safetensors";
 
 #[derive(Args)]
 pub struct FitArgs {
@@ -141,7 +138,7 @@ fn default_run_dir(refs: &Path) -> PathBuf {
         .map_or("refs".into(), |n| n.to_string_lossy().into_owned());
     super::first_unused(
         &Path::new(RUNS_ROOT).join(format!("fit-{name}")),
-        "config.toml",
+        &["config.toml"],
     )
 }
 
@@ -207,7 +204,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
             let out = config
                 .output
                 .clone()
-                .unwrap_or_else(|| PathBuf::from(LATEST));
+                .unwrap_or_else(|| PathBuf::from(LATEST_DISTRIBUTION));
             if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;

@@ -4,21 +4,19 @@
 
 use super::progress::Progress;
 use super::sample::multiview::{load_mvdream, DEFAULT_MODEL};
-use super::sample::source::{chosen_distribution, MixSpec, Source};
 use anyhow::{bail, Context};
+use candle_core::Tensor;
 use clap::Args;
-use dream3d::distill::guidance::MultiViewGuidance;
-use dream3d::distill::latents::LatentEncoder;
-use dream3d::distill::run::{
-    self, Conditioning, GenerateConfig, GenerateEvent, Outcome, FIELD_FILE,
+use dream3d::conditioning::{chosen_distribution, MixSpec, Source};
+use dream3d::distill::assets::{
+    Asset, AssetEvent, Finish, Plan, PlanOutcome, PlannedAsset, PLAN_FILE,
 };
-use dream3d::distill::step::Distiller;
-use dream3d::gpu::{GpuContext, GpuField};
-use dream3d::mesh::export::{export_glb, Albedo, ExportSettings};
+use dream3d::distill::run::{Conditioning, GenerateConfig, GenerateEvent, Outcome};
+use dream3d::gpu::GpuContext;
+use dream3d::mesh::export::{Albedo, ExportSettings};
 use dream3d::prompt::Edit;
-use dream3d::run_dir::{RunConfig, RunDir};
+use dream3d::run_dir::RunConfig;
 use dream3d::sample::Models;
-use dream3d::turntable::Turntable;
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,13 +99,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         "--views {}: MVDream was trained on 4 views 90° apart; use --views 4",
         args.views
     );
+    let resuming_plan = args.resume.as_deref().is_some_and(Plan::is_plan);
     let outputs: Vec<PathBuf> = (0..args.assets).map(|i| output_path(&args, i)).collect();
-    for out in &outputs {
-        if out.exists() && !args.force {
-            bail!("{} exists: pass --force to replace it", out.display());
-        }
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            dream3d::files::ensure_writable_dir(dir)?;
+    if !resuming_plan {
+        for out in &outputs {
+            if out.exists() && !args.force {
+                bail!("{} exists: pass --force to replace it", out.display());
+            }
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                dream3d::files::ensure_writable_dir(dir)?;
+            }
         }
     }
     let device = dream3d::device::best_device()?;
@@ -118,141 +119,139 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .context("installing the Ctrl-C handler")?;
     let ctx = Arc::new(GpuContext::new()?);
     eprintln!("GPU: {}", ctx.describe());
+    let finish = Finish {
+        export: ExportSettings {
+            resolution: args.resolution,
+            threshold: args.threshold,
+            albedo: args.texture.map_or(Albedo::Vertex, Albedo::Texture),
+            ..ExportSettings::default()
+        },
+        frames: args.frames,
+    };
+    let load_mv = |name: &str| {
+        load_mvdream(
+            &args.model.lookup(),
+            name,
+            args.mvdream_config.as_deref(),
+            dtype,
+            &device,
+        )
+    };
+    let mut display = Display::default();
 
-    // Runs to do: (run directory, its config, the field to start from, the output).
-    let mut jobs = vec![];
-    let mv;
     if let Some(dir) = &args.resume {
-        let (run, mut config) = RunDir::open::<GenerateConfig>(dir)?;
-        if let Some(steps) = args.steps {
-            config.distill.steps = steps;
-        }
-        config.validate()?;
-        mv = load_mvdream(
-            &args.model.lookup(),
-            &config.model,
-            args.mvdream_config.as_deref(),
-            dtype,
-            &device,
-        )?;
-        let field = GpuField::load(ctx.clone(), &run.path(FIELD_FILE))
-            .with_context(|| format!("reading the checkpoint of {}", run.root.display()))?;
-        let conditioning = Conditioning::load(&run, &device)?;
-        eprintln!("resuming {} at step {}", run.root.display(), field.step);
-        jobs.push((run, config, field, conditioning, outputs[0].clone()));
-    } else {
-        let mut config = match &args.config {
-            Some(path) => GenerateConfig::from_toml_file(path)?,
-            None => GenerateConfig::default(),
-        };
-        if let Some(steps) = args.steps {
-            config.distill.steps = steps;
-        }
-        if let Some(g) = args.guidance {
-            config.guidance.scale = g;
-        }
-        config.model = args.mvdream.clone();
-        config.validate()?;
-        let edit = args.edit.as_deref().map(Edit::parse).transpose()?;
-        let source = match &args.prompt {
-            Some(p) => {
-                anyhow::ensure!(edit.is_none(), "--edit changes a prompt distribution; with --prompt, write the words into the prompt itself");
-                Source::Prompt(p.clone())
+        if resuming_plan {
+            let mut plan = Plan::open(dir)?;
+            if let Some(steps) = args.steps {
+                plan.set_steps(dir, steps)?;
             }
-            None => {
-                let path = chosen_distribution(args.distribution.as_deref())?;
-                Source::distributions(
-                    vec![MixSpec {
-                        path,
-                        weight: 1.0,
-                        gamma: None,
-                    }],
-                    args.gamma,
-                )?
-            }
-        };
-        mv = load_mvdream(
-            &args.model.lookup(),
-            &args.mvdream,
-            args.mvdream_config.as_deref(),
-            dtype,
-            &device,
-        )?;
-        let models = Models::from(&mv);
-        let gaussian = source.gaussian(models, edit.as_ref())?;
-        config.conditioning = source.describe(edit.as_ref());
-        eprintln!("conditioning: {}", config.conditioning);
-        let uncond = models.encode_text(&args.negative)?;
-        let seed = args.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
-        for (i, out) in outputs.iter().enumerate() {
-            let asset_seed = seed + i as u64;
-            let mut rng = rand::rngs::StdRng::seed_from_u64(asset_seed);
-            let conditioning = Conditioning {
-                cond: gaussian.sample(&mut rng)?.unsqueeze(0)?.to_dtype(dtype)?,
-                uncond: uncond.clone(),
-            };
-            let mut asset_config = config.clone();
-            asset_config.distill.seed = asset_seed;
-            let root = match &args.run_dir {
-                Some(dir) if args.assets == 1 => dir.clone(),
-                Some(dir) => dir.join(format!("asset-{i}")),
-                None => super::first_unused(
-                    &Path::new(super::fit::RUNS_ROOT).join("generate"),
-                    "config.toml",
-                ),
-            };
-            let run = RunDir::create(&root, &asset_config)?;
-            conditioning.save(&run)?;
-            let f = &asset_config.distill.field;
-            let field = GpuField::new(ctx.clone(), f.clone(), &f.init_params(asset_seed))?;
-            eprintln!(
-                "asset {i}: seed {asset_seed}, run directory {}",
-                run.root.display()
-            );
-            jobs.push((run, asset_config, field, conditioning, out.clone()));
+            let mv = load_mv(&plan.config.model)?;
+            let outcome = plan.run(dir, &ctx, &mv, &finish, &stop, &device, &mut |e| {
+                display.show(e)
+            });
+            display.finish();
+            return report_plan(outcome?, &plan, dir);
         }
+        let asset = Asset::resume(&ctx, dir, args.steps, &device, outputs[0].clone())
+            .with_context(|| format!("resuming {}", dir.display()))?;
+        let mv = load_mv(&asset.config.model)?;
+        eprintln!("resuming {} at step {}", dir.display(), asset.field.step);
+        let outcome = asset.generate(&mv, &finish, &stop, &mut |e| display.show(e));
+        display.finish();
+        return report_asset(outcome, dir);
     }
 
-    for (run, config, field, conditioning, output) in jobs {
-        let guidance = MultiViewGuidance {
-            unet: &mv.unet,
-            schedule: &mv.schedule,
-            cond: conditioning.cond,
-            uncond: conditioning.uncond,
-            views: config.distill.views,
-            settings: config.guidance,
-        };
-        let encoder = LatentEncoder {
-            vae: &mv.vae,
-            size: config.distill.image_size,
-        };
-        let mut distiller = Distiller {
-            field,
-            settings: config.distill.clone(),
-        };
-        let progress = Progress::new(config.distill.steps, distiller.field.step);
-        let outcome = run::run(
-            &config,
-            &mut distiller,
-            &guidance,
-            &encoder,
-            &run,
-            &stop,
-            |e| show(&progress, &e),
-        );
-        progress.finish();
-        match outcome.with_context(|| format!("run {}", run.root.display()))? {
-            Outcome::Interrupted { next_step } => {
-                eprintln!(
-                    "interrupted: checkpoint at step {next_step} in {}; continue with: dream3d generate --resume {0}; export it now with: dream3d export {0}",
-                    run.root.display()
-                );
-                return Ok(());
-            }
-            Outcome::Finished => finish(&args, &config, &mut distiller.field, &run, &output)?,
-        }
+    let mut config = match &args.config {
+        Some(path) => GenerateConfig::from_toml_file(path)?,
+        None => GenerateConfig::default(),
+    };
+    if let Some(steps) = args.steps {
+        config.distill.steps = steps;
     }
-    Ok(())
+    if let Some(g) = args.guidance {
+        config.guidance.scale = g;
+    }
+    config.model = args.mvdream.clone();
+    config.validate()?;
+    let edit = args.edit.as_deref().map(Edit::parse).transpose()?;
+    let source = match &args.prompt {
+        Some(p) => {
+            anyhow::ensure!(edit.is_none(), "--edit changes a prompt distribution; with --prompt, write the words into the prompt itself");
+            Source::Prompt(p.clone())
+        }
+        None => {
+            let path = chosen_distribution(args.distribution.as_deref())?;
+            eprintln!("prompt distribution: {}", path.display());
+            Source::distributions(
+                vec![MixSpec {
+                    path,
+                    weight: 1.0,
+                    gamma: None,
+                }],
+                args.gamma,
+            )?
+        }
+    };
+    let mv = load_mv(&args.mvdream)?;
+    let models = Models::from(&mv);
+    let gaussian = source.gaussian(models, edit.as_ref())?;
+    config.conditioning = source.describe(edit.as_ref());
+    eprintln!("conditioning: {}", config.conditioning);
+    let uncond = models.encode_text(&args.negative)?;
+    let seed = args.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
+    // One prompt sample per asset, seeded by the asset's seed.
+    let conds = (0..args.assets as u64)
+        .map(|i| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed + i);
+            Ok(gaussian.sample(&mut rng)?.unsqueeze(0)?.to_dtype(dtype)?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let root = args.run_dir.clone().unwrap_or_else(|| {
+        super::first_unused(
+            &Path::new(dream3d::run_dir::RUNS_ROOT).join("generate"),
+            &["config.toml", PLAN_FILE],
+        )
+    });
+    if args.assets == 1 {
+        config.distill.seed = seed;
+        let conditioning = Conditioning {
+            cond: conds[0].clone(),
+            uncond,
+        };
+        let asset = Asset::create(&ctx, &root, config, conditioning, outputs[0].clone())?;
+        eprintln!("seed {seed}, run directory {}", root.display());
+        let outcome = asset.generate(&mv, &finish, &stop, &mut |e| display.show(e));
+        display.finish();
+        return report_asset(outcome, &root);
+    }
+    let assets = outputs
+        .iter()
+        .enumerate()
+        .map(|(i, out)| {
+            Ok(PlannedAsset {
+                seed: seed + i as u64,
+                run_dir: format!("asset-{i}"),
+                output: std::path::absolute(out)
+                    .with_context(|| format!("resolving {}", out.display()))?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let conditioning = Conditioning {
+        cond: Tensor::cat(&conds, 0)?,
+        uncond,
+    };
+    let plan = Plan::create(&root, Plan { config, assets }, &conditioning)?;
+    eprintln!(
+        "{} assets (seeds {seed}…{}), plan in {}",
+        args.assets,
+        seed + args.assets as u64 - 1,
+        root.display()
+    );
+    let outcome = plan.run(&root, &ctx, &mv, &finish, &stop, &device, &mut |e| {
+        display.show(e)
+    });
+    display.finish();
+    report_plan(outcome?, &plan, &root)
 }
 
 fn output_path(args: &GenerateArgs, i: usize) -> PathBuf {
@@ -267,48 +266,76 @@ fn output_path(args: &GenerateArgs, i: usize) -> PathBuf {
     args.output.with_file_name(format!("{stem}-{i}.glb"))
 }
 
-/// The asset's mesh and turntable.
-fn finish(
-    args: &GenerateArgs,
-    config: &GenerateConfig,
-    field: &mut GpuField,
-    run: &RunDir,
-    output: &Path,
-) -> anyhow::Result<()> {
-    let settings = ExportSettings {
-        resolution: args.resolution,
-        threshold: args.threshold,
-        albedo: args.texture.map_or(Albedo::Vertex, Albedo::Texture),
-        ..ExportSettings::default()
-    };
-    let metadata = serde_json::json!({
-        "source": run.root.display().to_string(),
-        "step": field.step,
-        "conditioning": config.conditioning,
-    });
-    let mesh = export_glb(field, &settings, output, metadata).with_context(|| {
-        format!(
-            "exporting {} (the field is kept: try dream3d export {} --threshold …)",
-            output.display(),
-            run.root.display()
-        )
-    })?;
-    eprintln!(
-        "{} triangles written to {}",
-        mesh.triangles.len(),
-        output.display()
-    );
-    if args.frames > 0 {
-        let turntable = Turntable {
-            frames: args.frames,
-            ..Turntable::default()
-        };
-        let frames = turntable.render(|camera| turntable.field_view(field, camera), |_| {})?;
-        let gif = run.path("turntable.gif");
-        turntable.write_gif(&gif, &frames)?;
-        eprintln!("turntable: {}", gif.display());
+fn report_asset(outcome: dream3d::Result<Outcome>, run: &Path) -> anyhow::Result<()> {
+    match outcome.with_context(|| format!("run {}", run.display()))? {
+        Outcome::Interrupted { next_step } => eprintln!(
+            "interrupted: checkpoint at step {next_step} in {}; continue with: dream3d generate --resume {0}; export it now with: dream3d export {0}",
+            run.display()
+        ),
+        Outcome::Finished => {}
     }
     Ok(())
+}
+
+fn report_plan(outcome: PlanOutcome, plan: &Plan, root: &Path) -> anyhow::Result<()> {
+    if let PlanOutcome::Interrupted { index, next_step } = outcome {
+        eprintln!(
+            "interrupted in asset {} of {}: checkpoint at step {next_step} in {}; continue every asset with: dream3d generate --resume {}",
+            index + 1,
+            plan.assets.len(),
+            root.join(&plan.assets[index].run_dir).display(),
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+/// Assets' events on the terminal: a progress display per asset's run.
+#[derive(Default)]
+struct Display {
+    progress: Option<Progress>,
+}
+
+impl Display {
+    fn show(&mut self, event: AssetEvent) {
+        match event {
+            AssetEvent::Asset {
+                index,
+                of,
+                seed,
+                skipped,
+            } => eprintln!(
+                "asset {}/{of}: seed {seed}{}",
+                index + 1,
+                if skipped { ", finished earlier" } else { "" }
+            ),
+            AssetEvent::Distilling {
+                run,
+                from_step,
+                steps,
+            } => {
+                self.finish();
+                eprintln!("run directory {}", run.display());
+                self.progress = Some(Progress::new(steps, from_step));
+            }
+            AssetEvent::Run(e) => {
+                if let Some(progress) = &self.progress {
+                    show(progress, &e)
+                }
+            }
+            AssetEvent::Exported { path, triangles } => {
+                self.finish();
+                eprintln!("{triangles} triangles written to {}", path.display())
+            }
+            AssetEvent::Turntable { path } => eprintln!("turntable: {}", path.display()),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(progress) = self.progress.take() {
+            progress.finish();
+        }
+    }
 }
 
 /// A run's events on the progress display.

@@ -105,13 +105,13 @@ impl ModelArgs {
     }
 }
 
-/// `base`, or `base-2`, `base-3`… : the first folder that does not hold `marker` yet.
-fn first_unused(base: &Path, marker: &str) -> PathBuf {
+/// `base`, or `base-2`, `base-3`… : the first folder that holds none of `markers` yet.
+fn first_unused(base: &Path, markers: &[&str]) -> PathBuf {
     (1..)
         .map(|i| match i {
             1 => base.to_path_buf(),
             _ => PathBuf::from(format!("{}-{i}", base.display())),
         })
-        .find(|p| !p.join(marker).exists())
+        .find(|p| markers.iter().all(|m| !p.join(m).exists()))
         .expect("an unused folder")
 }

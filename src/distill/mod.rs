@@ -2,6 +2,7 @@
 //! guidance that turns the UNet's predictions into a gradient on latents, and the
 //! differentiable path from rendered views to latents through the VAE encoder.
 
+pub mod assets;
 pub mod guidance;
 pub mod latents;
 pub mod run;

@@ -13,6 +13,7 @@ use crate::turntable::Turntable;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The field checkpoint in a run directory (what `export` and `render` read).
@@ -79,23 +80,29 @@ pub struct Conditioning {
 
 impl Conditioning {
     pub fn save(&self, run: &RunDir) -> Result<()> {
-        let path = run.path(CONDITIONING_FILE);
+        self.save_file(&run.path(CONDITIONING_FILE))
+    }
+
+    pub fn load(run: &RunDir, device: &Device) -> Result<Self> {
+        Self::load_file(&run.path(CONDITIONING_FILE), device)
+    }
+
+    pub fn save_file(&self, path: &Path) -> Result<()> {
         let tensors = HashMap::from([
             ("cond".to_string(), self.cond.to_device(&Device::Cpu)?),
             ("uncond".to_string(), self.uncond.to_device(&Device::Cpu)?),
         ]);
-        crate::files::write_atomic_with(&path, |tmp| {
+        crate::files::write_atomic_with(path, |tmp| {
             candle_core::safetensors::save(&tensors, tmp).map_err(std::io::Error::other)
         })
     }
 
-    pub fn load(run: &RunDir, device: &Device) -> Result<Self> {
-        let path = run.path(CONDITIONING_FILE);
+    pub fn load_file(path: &Path, device: &Device) -> Result<Self> {
         let mut tensors =
-            candle_core::safetensors::load(&path, device).map_err(|e| Error::io(&path, e))?;
+            candle_core::safetensors::load(path, device).map_err(|e| Error::io(path, e))?;
         let mut take = |name: &str| {
             tensors.remove(name).ok_or_else(|| Error::MissingTensor {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 name: name.into(),
             })
         };
@@ -147,6 +154,10 @@ pub fn run(
 ) -> Result<Outcome> {
     let start = distiller.field.step;
     run.truncate_metrics(start as usize)?;
+    if !run.path(FIELD_FILE).exists() {
+        // A last good field from the start: what a crash or a diverging step falls back to.
+        checkpoint(&distiller.field, run)?;
+    }
     for step in start..config.distill.steps {
         if stop.load(Ordering::SeqCst) {
             checkpoint(&distiller.field, run)?;
@@ -160,6 +171,8 @@ pub fn run(
                 checkpoint(&distiller.field, run)?;
                 return Err(e);
             }
+            // A non-finite field (`Error::NonFiniteField`) is not saved: the last checkpoint
+            // stays the run's field.
             Err(e) => return Err(e),
         };
         run.append_metrics(&serde_json::to_value(&report).expect("reports serialise"))?;

@@ -205,6 +205,36 @@ impl ParamLayout {
     pub fn grid_params(&self) -> u32 {
         self.density_w1
     }
+
+    /// The parameters by job, in order and covering them all: each hash level, then each
+    /// layer of the MLPs and the background (a solid background has none).
+    pub fn groups(&self) -> Vec<(String, std::ops::Range<u32>)> {
+        let per_entry = self.grid_params() / self.grid_entries.max(1);
+        let mut groups: Vec<(String, std::ops::Range<u32>)> = self
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(i, level)| {
+                let start = level.offset * per_entry;
+                (
+                    format!("hash level {i}"),
+                    start..start + level.size * per_entry,
+                )
+            })
+            .collect();
+        groups.extend(
+            [
+                ("density W1", self.density_w1..self.density_w2),
+                ("density W2", self.density_w2..self.albedo_w1),
+                ("albedo W1", self.albedo_w1..self.albedo_w2),
+                ("albedo W2", self.albedo_w2..self.background_w1),
+                ("background", self.background_w1..self.len),
+            ]
+            .map(|(name, range)| (name.to_string(), range)),
+        );
+        groups.retain(|(_, range)| !range.is_empty());
+        groups
+    }
 }
 
 #[cfg(test)]
@@ -224,5 +254,27 @@ mod tests {
             layout.len - layout.density_w1,
             64 * 32 + 64 + 64 * 32 + 3 * 64
         );
+    }
+
+    #[test]
+    fn parameter_groups_cover_every_parameter_once() {
+        for (background, layers) in [(Background::Solid([1.0; 3]), 4), (Background::neural(), 5)] {
+            let layout = FieldConfig {
+                background,
+                ..FieldConfig::default()
+            }
+            .layout();
+            let groups = layout.groups();
+            assert_eq!(groups.len(), 16 + layers);
+            let mut next = 0;
+            for (name, range) in &groups {
+                assert_eq!(
+                    range.start, next,
+                    "{name} starts where the last group ended"
+                );
+                next = range.end;
+            }
+            assert_eq!(next, layout.len);
+        }
     }
 }

@@ -178,7 +178,34 @@ pub struct MvdreamModel {
     pub schedule: NoiseSchedule,
 }
 
+/// MVDream as [`MvdreamModel::load_named`] found it.
+pub struct LoadedMvdream {
+    pub model: MvdreamModel,
+    pub checkpoint: PathBuf,
+    /// The YAML file its architecture came from (none: sd-v2-base's, built in).
+    pub yaml: Option<PathBuf>,
+}
+
 impl MvdreamModel {
+    /// Finds and loads MVDream: `name` is a checkpoint file, a folder or a hub repo id; the
+    /// architecture comes from `config`, else a YAML beside the checkpoint, else sd-v2-base's.
+    pub fn load_named(
+        lookup: &Lookup,
+        name: &str,
+        config: Option<&Path>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<LoadedMvdream> {
+        let checkpoint = find_checkpoint(lookup, name)?;
+        let (arch, yaml) = MvdreamArchitecture::for_checkpoint(&checkpoint, config)?;
+        let model = Self::load(&checkpoint, &arch, dtype, device)?;
+        Ok(LoadedMvdream {
+            model,
+            checkpoint,
+            yaml,
+        })
+    }
+
     pub fn load(
         path: &Path,
         arch: &MvdreamArchitecture,

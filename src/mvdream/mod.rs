@@ -8,5 +8,5 @@ pub mod keys;
 pub mod weights;
 pub mod yaml_config;
 
-pub use checkpoint::{MvdreamArchitecture, MvdreamModel};
+pub use checkpoint::{LoadedMvdream, MvdreamArchitecture, MvdreamModel};
 pub use config::MvUNetParams;

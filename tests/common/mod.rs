@@ -100,7 +100,7 @@ pub fn validate_gltf(file: &Path) -> serde_json::Value {
     let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
     assert!(
         js.join("node_modules/gltf-validator").is_dir(),
-        "the glTF validator is not installed: npm ci --prefix tests/js (.ci/run does)"
+        "the glTF validator is not installed: npm ci --prefix tests/js (scripts/test does)"
     );
     let out = std::process::Command::new("node")
         .arg(js.join("validate.mjs"))

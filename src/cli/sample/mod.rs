@@ -4,10 +4,10 @@
 mod init_noise;
 pub mod multiview;
 mod sidecar;
-pub mod source;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use dream3d::conditioning::{self, MixSpec, Source};
 use dream3d::imaging::{contact_sheet, save_png, square_columns};
 use dream3d::mvdream::MvdreamModel;
 use dream3d::prompt::Edit;
@@ -17,7 +17,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use init_noise::InitNoise;
 use multiview::MultiViewArgs;
 use sidecar::{absolute_if_local, shell_command, ImageRecord, MixRecord, Sidecar};
-use source::{MixSpec, Source};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -28,7 +27,7 @@ pub struct SampleArgs {
     #[arg(conflicts_with_all = ["mix", "prompt"])]
     distribution: Option<PathBuf>,
     /// Compose distributions: PATH:WEIGHT[:GAMMA], repeated; weights sum to 1.
-    #[arg(long, value_parser = source::parse_mix, conflicts_with = "prompt")]
+    #[arg(long, value_parser = conditioning::parse_mix, conflicts_with = "prompt")]
     mix: Vec<MixSpec>,
     /// A plain text prompt instead of a distribution (for caption baselines).
     #[arg(long)]
@@ -132,8 +131,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         .transpose()?;
     let out = args.output.clone().unwrap_or_else(|| {
         super::first_unused(
-            &Path::new(super::fit::RUNS_ROOT).join("samples"),
-            sidecar::FILE,
+            &Path::new(dream3d::run_dir::RUNS_ROOT).join("samples"),
+            &[sidecar::FILE],
         )
     });
     if out.join(sidecar::FILE).exists() && !args.force {
@@ -315,14 +314,15 @@ fn resolve_source(args: &SampleArgs) -> anyhow::Result<Source> {
     let specs = if !args.mix.is_empty() {
         args.mix.clone()
     } else {
-        let path = source::chosen_distribution(args.distribution.as_deref())?;
+        let path = conditioning::chosen_distribution(args.distribution.as_deref())?;
+        eprintln!("prompt distribution: {}", path.display());
         vec![MixSpec {
             path,
             weight: 1.0,
             gamma: None,
         }]
     };
-    Source::distributions(specs, args.gamma)
+    Ok(Source::distributions(specs, args.gamma)?)
 }
 
 /// Copies the distributions beside the images, so the sidecar's commands still reproduce

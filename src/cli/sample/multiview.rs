@@ -37,8 +37,7 @@ pub struct MultiViewArgs {
     pub no_asset_suffix: bool,
 }
 
-/// Finds and loads MVDream: `name` is a checkpoint file, a folder or a hub repo id; the
-/// architecture comes from `config`, else a YAML beside the checkpoint, else sd-v2-base's.
+/// MVDream named by `--mvdream` (and `--mvdream-config`), saying where it was found.
 pub fn load_mvdream(
     lookup: &dream3d::weights::Lookup,
     name: &str,
@@ -47,15 +46,13 @@ pub fn load_mvdream(
     device: &Device,
 ) -> anyhow::Result<dream3d::mvdream::MvdreamModel> {
     use anyhow::Context;
-    use dream3d::mvdream::{MvdreamArchitecture, MvdreamModel};
-    let path = dream3d::mvdream::checkpoint::find_checkpoint(lookup, name)?;
-    eprintln!("MVDream checkpoint: {}", path.display());
-    let (arch, yaml) = MvdreamArchitecture::for_checkpoint(&path, config)?;
-    if let Some(yaml) = yaml {
+    let loaded = dream3d::mvdream::MvdreamModel::load_named(lookup, name, config, dtype, device)
+        .with_context(|| format!("loading MVDream {name}"))?;
+    eprintln!("MVDream checkpoint: {}", loaded.checkpoint.display());
+    if let Some(yaml) = loaded.yaml {
         eprintln!("MVDream architecture: {}", yaml.display());
     }
-    MvdreamModel::load(&path, &arch, dtype, device)
-        .with_context(|| format!("loading MVDream from {}", path.display()))
+    Ok(loaded.model)
 }
 
 /// Resolution of MVDream's previews (the official script's 256 px).

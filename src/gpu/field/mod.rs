@@ -175,6 +175,9 @@ pub struct GpuField {
     /// Buffers of the optimiser step and the occupancy refresh, and the staging buffer of
     /// every download a step makes: kept, so that a step allocates no buffer.
     adam_uniform: wgpu::Buffer,
+    /// Each parameter group's first index, and the non-finite parameters AdamW left in each.
+    group_starts: wgpu::Buffer,
+    nonfinite: wgpu::Buffer,
     occupancy_work: wgpu::Buffer,
     occupancy_values: wgpu::Buffer,
     readback: Readback,
@@ -203,6 +206,7 @@ impl GpuField {
             .iter()
             .map(|l| [l.resolution, l.size, l.offset, u32::from(l.dense)])
             .collect();
+        let group_starts: Vec<u32> = layout.groups().iter().map(|(_, r)| r.start).collect();
         let occupancy = OccupancyGrid::default();
         let field = Self {
             kernels: Kernels::new(&ctx, &config)?,
@@ -217,6 +221,8 @@ impl GpuField {
             step: 0,
             frames: render::FrameState::default(),
             adam_uniform: uniform(&ctx, "adam step", &AdamUniform::zeroed()),
+            group_starts: storage_with(&ctx, "parameter groups", &group_starts),
+            nonfinite: storage(&ctx, "non-finite parameters", 4 * group_starts.len() as u64),
             occupancy_work: uniform(&ctx, "occupancy work", &OccupancyUniform::zeroed()),
             occupancy_values: storage(
                 &ctx,

@@ -1,9 +1,10 @@
-//! AdamW on the field's parameters (`shaders/adam.wgsl`), two learning-rate groups.
+//! AdamW on the field's parameters (`shaders/adam.wgsl`), two learning-rate groups, with a
+//! check that every parameter came out finite.
 
 use super::{AdamUniform, GpuField};
-use crate::error::Result;
-use crate::gpu::buffers::dispatch_size;
-use crate::gpu::launch::{launch_once, Groups};
+use crate::error::{Error, Result};
+use crate::gpu::buffers::{dispatch_size, values_of};
+use crate::gpu::launch::{Groups, Launches};
 
 /// AdamW hyper-parameters (threestudio's `mvdream-sd21.yaml`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -29,7 +30,9 @@ impl Default for AdamConfig {
 }
 
 impl GpuField {
-    /// One AdamW step from the accumulated gradients, which it clears.
+    /// One AdamW step from the accumulated gradients, which it clears. A parameter left
+    /// non-finite is an [`Error::NonFiniteField`] naming its groups: the field is then unusable
+    /// (its last checkpoint is what to keep).
     pub fn adam_step(&mut self, adam: &AdamConfig) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
@@ -51,8 +54,9 @@ impl GpuField {
         let ctx = &self.ctx;
         ctx.queue
             .write_buffer(&self.adam_uniform, 0, bytemuck::bytes_of(&step));
-        launch_once(
-            ctx,
+        let mut launches = Launches::new(ctx);
+        launches.clear(&self.nonfinite);
+        launches.launch(
             &self.kernels.adam,
             &[
                 (0, &self.adam_uniform),
@@ -60,9 +64,32 @@ impl GpuField {
                 (2, &self.grads),
                 (3, &self.moment1),
                 (4, &self.moment2),
+                (5, &self.group_starts),
+                (6, &self.nonfinite),
             ],
             Groups::Grid(groups),
         );
-        ctx.wait()
+        launches.submit();
+        let groups = self.layout.groups();
+        let bytes = 4 * groups.len() as u64;
+        let counts: Vec<u32> = values_of(
+            &self
+                .readback
+                .read(&self.ctx, &[(&self.nonfinite, 0, bytes)])?[0],
+        );
+        let bad: Vec<String> = groups
+            .iter()
+            .zip(&counts)
+            .filter(|(_, &n)| n > 0)
+            .map(|((name, range), n)| format!("{name}: {n} of {}", range.len()))
+            .collect();
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::NonFiniteField {
+                step: self.step - 1,
+                groups: bad.join(", "),
+            })
+        }
     }
 }

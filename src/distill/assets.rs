@@ -1,0 +1,351 @@
+//! The assets of one `generate` command, made one after the other. Several assets share a
+//! parent directory whose plan (each asset's seed, run directory and output, and the
+//! conditioning sampled for it) is written before the first one starts; an asset's run
+//! directory and field are made when it starts, so only one field is on the GPU and an
+//! interruption leaves nothing half-made: resuming the parent finishes the interrupted asset,
+//! keeps the finished ones and starts the rest.
+
+use super::guidance::MultiViewGuidance;
+use super::latents::LatentEncoder;
+use super::run::{self, Conditioning, GenerateConfig, GenerateEvent, Outcome, FIELD_FILE};
+use super::step::Distiller;
+use crate::error::{Error, Result};
+use crate::files::write_atomic;
+use crate::gpu::{GpuContext, GpuField};
+use crate::mesh::export::{export_glb, ExportSettings};
+use crate::mvdream::MvdreamModel;
+use crate::run_dir::RunDir;
+use crate::turntable::Turntable;
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// The plan in a parent directory of several assets.
+pub const PLAN_FILE: &str = "plan.toml";
+/// The conditioning of every asset of a plan (`cond` has one row per asset).
+const PLAN_CONDITIONING_FILE: &str = "conditioning.safetensors";
+
+/// What is done with a finished field.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub export: ExportSettings,
+    /// Turntable frames (0: none).
+    pub frames: u32,
+}
+
+/// One asset's run: its directory, settings, field, conditioning and output.
+pub struct Asset {
+    pub run: RunDir,
+    pub config: GenerateConfig,
+    pub field: GpuField,
+    pub conditioning: Conditioning,
+    pub output: PathBuf,
+}
+
+impl Asset {
+    /// A new run in `root` with a freshly initialised field (seeded by `config.distill.seed`).
+    /// A directory a crash left with its settings but no field yet is started again.
+    pub fn create(
+        ctx: &Arc<GpuContext>,
+        root: &Path,
+        config: GenerateConfig,
+        conditioning: Conditioning,
+        output: PathBuf,
+    ) -> Result<Self> {
+        let run = if root.join("config.toml").exists() && !root.join(FIELD_FILE).exists() {
+            let run = RunDir { root: root.into() };
+            run.save_config(&config)?;
+            run
+        } else {
+            RunDir::create(root, &config)?
+        };
+        conditioning.save(&run)?;
+        let f = &config.distill.field;
+        let field = GpuField::new(ctx.clone(), f.clone(), &f.init_params(config.distill.seed))?;
+        Ok(Self {
+            run,
+            config,
+            field,
+            conditioning,
+            output,
+        })
+    }
+
+    /// The run in `root` from its last checkpoint; `steps` extends (or shortens) it.
+    pub fn resume(
+        ctx: &Arc<GpuContext>,
+        root: &Path,
+        steps: Option<u64>,
+        device: &Device,
+        output: PathBuf,
+    ) -> Result<Self> {
+        let (run, mut config) = RunDir::open::<GenerateConfig>(root)?;
+        if let Some(steps) = steps {
+            config.distill.steps = steps;
+            config.validate()?;
+            run.save_config(&config)?;
+        }
+        let field = GpuField::load(ctx.clone(), &run.path(FIELD_FILE))?;
+        let conditioning = Conditioning::load(&run, device)?;
+        Ok(Self {
+            run,
+            config,
+            field,
+            conditioning,
+            output,
+        })
+    }
+
+    /// Distils MVDream into the field up to the configured steps, then exports it (and a
+    /// turntable) unless stopped first.
+    pub fn generate(
+        self,
+        mv: &MvdreamModel,
+        finish: &Finish,
+        stop: &AtomicBool,
+        on_event: &mut dyn FnMut(AssetEvent),
+    ) -> Result<Outcome> {
+        let guidance = MultiViewGuidance {
+            unet: &mv.unet,
+            schedule: &mv.schedule,
+            cond: self.conditioning.cond,
+            uncond: self.conditioning.uncond,
+            views: self.config.distill.views,
+            settings: self.config.guidance,
+        };
+        let encoder = LatentEncoder {
+            vae: &mv.vae,
+            size: self.config.distill.image_size,
+        };
+        let mut distiller = Distiller {
+            field: self.field,
+            settings: self.config.distill.clone(),
+        };
+        on_event(AssetEvent::Distilling {
+            run: &self.run.root,
+            from_step: distiller.field.step,
+            steps: self.config.distill.steps,
+        });
+        let outcome = run::run(
+            &self.config,
+            &mut distiller,
+            &guidance,
+            &encoder,
+            &self.run,
+            stop,
+            |e| on_event(AssetEvent::Run(e)),
+        )?;
+        if let Outcome::Finished = outcome {
+            finish_asset(
+                &mut distiller.field,
+                &self.config,
+                &self.run,
+                finish,
+                &self.output,
+                on_event,
+            )?;
+        }
+        Ok(outcome)
+    }
+}
+
+pub enum AssetEvent<'a> {
+    /// An asset of a plan begins (or is found finished and `skipped`).
+    Asset {
+        index: usize,
+        of: usize,
+        seed: u64,
+        skipped: bool,
+    },
+    /// Distillation starts at `from_step` of `steps`.
+    Distilling {
+        run: &'a Path,
+        from_step: u64,
+        steps: u64,
+    },
+    Run(GenerateEvent<'a>),
+    Exported {
+        path: &'a Path,
+        triangles: usize,
+    },
+    Turntable {
+        path: &'a Path,
+    },
+}
+
+/// The mesh and turntable of a finished field.
+fn finish_asset(
+    field: &mut GpuField,
+    config: &GenerateConfig,
+    run: &RunDir,
+    finish: &Finish,
+    output: &Path,
+    on_event: &mut dyn FnMut(AssetEvent),
+) -> Result<()> {
+    let metadata = serde_json::json!({
+        "source": run.root.display().to_string(),
+        "step": field.step,
+        "conditioning": config.conditioning,
+    });
+    let mesh = export_glb(field, &finish.export, output, metadata).map_err(|e| {
+        Error::Input(format!(
+            "exporting {}: {e} (the field is kept: try dream3d export {} --threshold …)",
+            output.display(),
+            run.root.display()
+        ))
+    })?;
+    on_event(AssetEvent::Exported {
+        path: output,
+        triangles: mesh.triangles.len(),
+    });
+    if finish.frames > 0 {
+        let turntable = Turntable {
+            frames: finish.frames,
+            ..Turntable::default()
+        };
+        let frames = turntable.render(|camera| turntable.field_view(field, camera), |_| {})?;
+        let gif = run.path("turntable.gif");
+        turntable.write_gif(&gif, &frames)?;
+        on_event(AssetEvent::Turntable { path: &gif });
+    }
+    Ok(())
+}
+
+/// Several assets' plan, as kept in the parent directory's `plan.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// The settings every asset shares; each asset's `distill.seed` is its own.
+    pub config: GenerateConfig,
+    pub assets: Vec<PlannedAsset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedAsset {
+    pub seed: u64,
+    /// The asset's run directory, inside the parent.
+    pub run_dir: String,
+    /// The .glb it is exported to.
+    pub output: PathBuf,
+}
+
+/// How a plan's run ended.
+pub enum PlanOutcome {
+    Finished,
+    /// Stopped in asset `index`, whose run continues at `next_step`.
+    Interrupted {
+        index: usize,
+        next_step: u64,
+    },
+}
+
+impl Plan {
+    /// Writes the plan and every asset's conditioning (`conditioning.cond`: one row per asset)
+    /// into a new parent directory `root`.
+    pub fn create(root: &Path, plan: Plan, conditioning: &Conditioning) -> Result<Self> {
+        if root.join(PLAN_FILE).exists() || root.join("config.toml").exists() {
+            return Err(Error::Input(format!(
+                "{} already holds a run; continue it with --resume {0} or choose another --run-dir",
+                root.display()
+            )));
+        }
+        let rows = conditioning.cond.dim(0)?;
+        if rows != plan.assets.len() {
+            return Err(Error::Input(format!(
+                "a plan of {} assets needs as many conditionings, got {rows}",
+                plan.assets.len()
+            )));
+        }
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        conditioning.save_file(&root.join(PLAN_CONDITIONING_FILE))?;
+        plan.save(root)?;
+        Ok(plan)
+    }
+
+    /// The plan in parent directory `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let path = root.join(PLAN_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        toml::from_str(&text).map_err(|e| Error::BadConfig {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Whether `root` holds a plan (rather than one asset's run).
+    pub fn is_plan(root: &Path) -> bool {
+        root.join(PLAN_FILE).is_file()
+    }
+
+    fn save(&self, root: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self).expect("plans serialise to TOML");
+        write_atomic(&root.join(PLAN_FILE), text.as_bytes())
+    }
+
+    /// Changes every asset's step count, started or not.
+    pub fn set_steps(&mut self, root: &Path, steps: u64) -> Result<()> {
+        self.config.distill.steps = steps;
+        self.config.validate()?;
+        self.save(root)
+    }
+
+    /// Makes every asset of the plan in `root` in turn: an asset with a finished field and its
+    /// output is skipped, one with a checkpoint continues from it, the others start.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        root: &Path,
+        ctx: &Arc<GpuContext>,
+        mv: &MvdreamModel,
+        finish: &Finish,
+        stop: &AtomicBool,
+        device: &Device,
+        on_event: &mut dyn FnMut(AssetEvent),
+    ) -> Result<PlanOutcome> {
+        let all = Conditioning::load_file(&root.join(PLAN_CONDITIONING_FILE), device)?;
+        for (index, planned) in self.assets.iter().enumerate() {
+            let dir = root.join(&planned.run_dir);
+            let output = planned.output.clone();
+            let checkpoint = dir.join(FIELD_FILE);
+            let asset = if checkpoint.is_file() {
+                let asset =
+                    Asset::resume(ctx, &dir, Some(self.config.distill.steps), device, output)?;
+                let done = asset.field.step >= asset.config.distill.steps;
+                on_event(AssetEvent::Asset {
+                    index,
+                    of: self.assets.len(),
+                    seed: planned.seed,
+                    skipped: done && asset.output.is_file(),
+                });
+                if done && asset.output.is_file() {
+                    continue;
+                }
+                asset
+            } else {
+                on_event(AssetEvent::Asset {
+                    index,
+                    of: self.assets.len(),
+                    seed: planned.seed,
+                    skipped: false,
+                });
+                let mut config = self.config.clone();
+                config.distill.seed = planned.seed;
+                let conditioning = Conditioning {
+                    cond: all.cond.narrow(0, index, 1)?,
+                    uncond: all.uncond.clone(),
+                };
+                Asset::create(ctx, &dir, config, conditioning, output)?
+            };
+            // Dropped at the end of the iteration: one field on the GPU at a time.
+            if let Outcome::Interrupted { next_step } =
+                asset.generate(mv, finish, stop, on_event)?
+            {
+                return Ok(PlanOutcome::Interrupted { index, next_step });
+            }
+        }
+        Ok(PlanOutcome::Finished)
+    }
+}
