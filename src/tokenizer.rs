@@ -1,6 +1,6 @@
-//! The CLIP BPE tokenizer (as `open_clip.tokenize`, which SD 2.x and MVDream use), built with the
-//! `tokenizers` crate from a model's `vocab.json` + `merges.txt`, or from the copy bundled in
-//! the binary.
+//! The CLIP BPE tokenizer, built with the `tokenizers` crate from a model's `vocab.json` +
+//! `merges.txt` (read as transformers' CLIPTokenizer reads them, the SD family's reference) or
+//! from the copy bundled in the binary (read as `open_clip.tokenize`, MVDream's).
 
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -31,9 +31,10 @@ impl ClipTokenizer {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
         };
-        let mut tok = Self::from_parts(&read("vocab.json")?, &read("merges.txt")?)?;
+        let (vocab, merges) = (read("vocab.json")?, read("merges.txt")?);
         // SD 2.x pads with "!" (id 0, as open_clip does), SD 1.x with <|endoftext|>.
         let specials = dir.join("special_tokens_map.json");
+        let mut pad_token = None;
         if let Ok(text) = std::fs::read_to_string(&specials) {
             let map: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| Error::BadConfig {
@@ -47,21 +48,29 @@ impl ClipTokenizer {
                 }
                 _ => None,
             };
-            if let Some(pad) = pad {
-                tok.pad = tok.inner.token_to_id(&pad).ok_or_else(|| {
-                    Error::Tokenizer(format!(
-                        "{}: pad token {pad:?} is not in the vocabulary",
-                        specials.display()
-                    ))
-                })?;
-            }
+            pad_token = pad;
+        }
+        // transformers' CLIPTokenizer (what diffusers and the official DreamDistribution code
+        // load from this folder) matches its special tokens before BPE, so a literal "!" in a
+        // prompt is the pad token there (id 0, not the word "!</w>"; diffusers#4153): the same
+        // here, for models of that family.
+        let extra: Vec<&str> = pad_token.as_deref().into_iter().collect();
+        let mut tok = Self::from_parts(&vocab, &merges, &extra)?;
+        if let Some(pad) = pad_token {
+            tok.pad = tok.inner.token_to_id(&pad).ok_or_else(|| {
+                Error::Tokenizer(format!(
+                    "{}: pad token {pad:?} is not in the vocabulary",
+                    specials.display()
+                ))
+            })?;
         }
         Ok(tok)
     }
 
-    /// The copy of the CLIP vocabulary compiled into dream3d (pad id 0, as SD 2.x / MVDream).
+    /// The copy of the CLIP vocabulary compiled into dream3d, read as open_clip reads prompts
+    /// (what the official MVDream code uses: "!" is a word; pad id 0).
     pub fn bundled() -> Result<Self> {
-        Self::from_parts(BUNDLED_VOCAB, BUNDLED_MERGES)
+        Self::from_parts(BUNDLED_VOCAB, BUNDLED_MERGES, &[])
     }
 
     /// The model's own tokenizer when its folder has one, else the bundled copy.
@@ -72,23 +81,31 @@ impl ClipTokenizer {
         }
     }
 
-    fn from_parts(vocab_json: &str, merges_txt: &str) -> Result<Self> {
+    /// `specials`: vocabulary tokens matched whole before BPE, besides start and end of text.
+    fn from_parts(vocab_json: &str, merges_txt: &str, specials: &[&str]) -> Result<Self> {
         let vocab: serde_json::Value = serde_json::from_str(vocab_json)
             .map_err(|e| Error::Tokenizer(format!("vocab.json: {e}")))?;
         let merges: Vec<&str> = merges_txt
             .lines()
             .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
             .collect();
+        let added = |id: u32, content: &str| {
+            serde_json::json!({"id": id, "content": content, "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+        };
+        let mut added_tokens = vec![added(BOS, "<|startoftext|>"), added(EOS, "<|endoftext|>")];
+        for &token in specials {
+            if let Some(id) = vocab.get(token).and_then(|v| v.as_u64()) {
+                if id != BOS as u64 && id != EOS as u64 {
+                    added_tokens.push(added(id as u32, token));
+                }
+            }
+        }
         let spec = serde_json::json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
-            "added_tokens": [
-                {"id": BOS, "content": "<|startoftext|>", "single_word": false, "lstrip": false,
-                 "rstrip": false, "normalized": false, "special": true},
-                {"id": EOS, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
-                 "rstrip": false, "normalized": false, "special": true}
-            ],
+            "added_tokens": added_tokens,
             "normalizer": {"type": "Sequence", "normalizers": [
                 {"type": "NFC"},
                 {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},

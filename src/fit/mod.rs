@@ -235,25 +235,17 @@ pub fn fit(
         )?;
 
         let soft_in = soft.as_tensor().to_dtype(dtype)?;
-        let enc = encode_with(
-            &sd.text_encoder,
-            &frame,
-            &soft_in,
-            config.text_encoder_checkpointing,
-        )?;
-        let (mu, sigma) = gaussian(&enc.hidden)?;
-        let cond = reparameterize(&mu, &sigma, &eps)?;
-        let diffusion = diffusion_loss(
-            &sd.unet,
-            &sd.schedule,
-            &x0,
-            &noise,
-            &timesteps,
-            &cond,
-            config.min_snr_gamma,
-        )?;
-        let orthogonality = orthogonality_loss(&enc.pooled)?;
-        let loss = (&diffusion + (&orthogonality * config.orthogonality_weight)?)?;
+        let batch = Batch {
+            x0: &x0,
+            noise: &noise,
+            timesteps: &timesteps,
+            eps: &eps,
+        };
+        let BatchLoss {
+            loss,
+            diffusion,
+            orthogonality,
+        } = batch_loss(sd, &frame, &soft_in, &batch, config)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let grads = loss.backward()?;
         let grad = grads
@@ -304,6 +296,59 @@ pub fn fit(
     let distribution = distribution(sd, config, &frame, soft.as_tensor())?;
     distribution.save(&run.path(DISTRIBUTION_FILE))?;
     Ok(FitOutcome::Finished(distribution))
+}
+
+/// One training batch's randomness: clean latents (B × 4 × h × w), their noise and
+/// timesteps, and the reparameterisation noise of the B·M conditionings (B·M × 77 × D).
+pub struct Batch<'a> {
+    pub x0: &'a Tensor,
+    pub noise: &'a Tensor,
+    pub timesteps: &'a [usize],
+    pub eps: &'a Tensor,
+}
+
+/// What a fit step differentiates, and its two terms.
+pub struct BatchLoss {
+    /// diffusion + orthogonality_weight · orthogonality.
+    pub loss: Tensor,
+    pub diffusion: Tensor,
+    pub orthogonality: Tensor,
+}
+
+/// The training objective for soft prompts `soft` (K × L × D) on one batch: the K prompts
+/// through the text encoder, their Gaussian sampled with `batch.eps`, the Min-SNR-weighted
+/// diffusion loss of the UNet under those conditionings, plus the weighted orthogonality loss.
+pub fn batch_loss(
+    sd: &StableDiffusion,
+    frame: &Frame,
+    soft: &Tensor,
+    batch: &Batch,
+    config: &FitConfig,
+) -> Result<BatchLoss> {
+    let enc = encode_with(
+        &sd.text_encoder,
+        frame,
+        soft,
+        config.text_encoder_checkpointing,
+    )?;
+    let (mu, sigma) = gaussian(&enc.hidden)?;
+    let cond = reparameterize(&mu, &sigma, batch.eps)?;
+    let diffusion = diffusion_loss(
+        &sd.unet,
+        &sd.schedule,
+        batch.x0,
+        batch.noise,
+        batch.timesteps,
+        &cond,
+        config.min_snr_gamma,
+    )?;
+    let orthogonality = orthogonality_loss(&enc.pooled)?;
+    let loss = (&diffusion + (&orthogonality * config.orthogonality_weight)?)?;
+    Ok(BatchLoss {
+        loss,
+        diffusion,
+        orthogonality,
+    })
 }
 
 fn adam_config(config: &FitConfig) -> AdamWConfig {
