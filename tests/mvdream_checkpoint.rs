@@ -617,9 +617,7 @@ background = { neural = { hidden = 8 } }
 
 #[test]
 fn generate_distils_checkpoints_resumes_and_exports() {
-    let dir = tempfile::tempdir().unwrap();
-    write_consistent_tiny(dir.path(), "tiny-4view.safetensors");
-    std::fs::write(dir.path().join("small.toml"), GENERATE_TOML).unwrap();
+    let dir = generate_dir();
     let generate = |extra: &[&str]| {
         common::dream3d(dir.path())
             .arg("generate")
@@ -701,16 +699,12 @@ fn generate_distils_checkpoints_resumes_and_exports() {
 
     let out = generate(&["--resume", "run", "--steps", "30", "-o", "out.glb"]);
     common::assert_success(&out);
+    assert_eq!(
+        logged_steps(&run),
+        (0..30).collect::<Vec<_>>(),
+        "each step logged once"
+    );
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let steps: Vec<u64> = metrics
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(steps, (0..30).collect::<Vec<_>>(), "each step logged once");
     for line in metrics.lines() {
         let m: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(m["loss"].as_f64().unwrap().is_finite());
@@ -741,6 +735,28 @@ fn generate_distils_checkpoints_resumes_and_exports() {
     );
 }
 
+/// A folder with the tiny MVDream (`tiny-4view.safetensors`) and [`GENERATE_TOML`] as
+/// `small.toml`.
+fn generate_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_consistent_tiny(dir.path(), "tiny-4view.safetensors");
+    std::fs::write(dir.path().join("small.toml"), GENERATE_TOML).unwrap();
+    dir
+}
+
+/// The `step` of each line of a run's metrics.jsonl.
+fn logged_steps(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// `dream3d generate` in `dir` on the tiny MVDream with [`GENERATE_TOML`]'s settings.
 fn small_generate(dir: &Path) -> std::process::Command {
     let mut cmd = common::dream3d(dir);
@@ -755,9 +771,7 @@ fn small_generate(dir: &Path) -> std::process::Command {
 /// each asset logged once.
 #[test]
 fn several_assets_resume_from_their_plan() {
-    let dir = tempfile::tempdir().unwrap();
-    write_consistent_tiny(dir.path(), "tiny-4view.safetensors");
-    std::fs::write(dir.path().join("small.toml"), GENERATE_TOML).unwrap();
+    let dir = generate_dir();
     let child = small_generate(dir.path())
         .args([
             "--prompt",
@@ -813,18 +827,8 @@ fn several_assets_resume_from_their_plan() {
     for i in 0..3 {
         let issues = common::validate_gltf(&dir.path().join(format!("out-{i}.glb")));
         assert_eq!(issues["numErrors"], 0, "asset {i}: {issues}");
-        let metrics =
-            std::fs::read_to_string(runs.join(format!("asset-{i}/metrics.jsonl"))).unwrap();
-        let steps: Vec<u64> = metrics
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
         assert_eq!(
-            steps,
+            logged_steps(&runs.join(format!("asset-{i}"))),
             (0..8).collect::<Vec<_>>(),
             "asset {i}: each step logged once"
         );
@@ -855,9 +859,7 @@ fn several_assets_resume_from_their_plan() {
 /// the run with the group named, and the run's field stays the last good checkpoint.
 #[test]
 fn a_non_finite_field_stops_the_run_and_keeps_the_last_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    write_consistent_tiny(dir.path(), "tiny-4view.safetensors");
-    std::fs::write(dir.path().join("small.toml"), GENERATE_TOML).unwrap();
+    let dir = generate_dir();
     let out = small_generate(dir.path())
         .args([
             "--prompt",
