@@ -7,18 +7,28 @@ struct FieldValue {
     rgb: vec3<f32>,
 }
 
+// Level `l`'s features at `p`: trilinear over the 8 corners of its cell.
+fn level_features(p: vec3<f32>, l: u32) -> array<f32, FEATURES> {
+    let c = level_corners(p, levels[l]);
+    var out: array<f32, FEATURES>;
+    for (var q = 0u; q < FEATURES; q++) {
+        var acc = 0.0;
+        for (var corner = 0u; corner < 8u; corner++) {
+            acc += c.weight[corner] * params[c.index[corner] + q];
+        }
+        out[q] = acc;
+    }
+    return out;
+}
+
 // The encoding, zero-padded to W4 vec4s (short vector arrays stay in registers on lavapipe).
 fn encode(p: vec3<f32>) -> array<vec4<f32>, W4> {
     var features: array<vec4<f32>, W4>;
     for (var l = 0u; l < LEVELS; l++) {
-        let c = level_corners(p, levels[l]);
+        let f = level_features(p, l);
         for (var q = 0u; q < FEATURES; q++) {
-            var acc = 0.0;
-            for (var corner = 0u; corner < 8u; corner++) {
-                acc += c.weight[corner] * params[c.index[corner] + q];
-            }
             let k = l * FEATURES + q;
-            features[k / 4u][k % 4u] = acc;
+            features[k / 4u][k % 4u] = f[q];
         }
     }
     return features;
@@ -46,16 +56,22 @@ fn eval_field(p: vec3<f32>) -> FieldValue {
     for (var j = 0u; j < HIDDEN; j++) {
         let hd = row_dot(DENSITY_W1 + j * WIDTH, &f);
         let ha = row_dot(ALBEDO_W1 + j * WIDTH, &f);
-        raw += params[DENSITY_W2 + j] * max(hd, 0.0);
-        let a = max(ha, 0.0);
-        pre += vec3<f32>(
-            params[ALBEDO_W2 + j],
-            params[ALBEDO_W2 + HIDDEN + j],
-            params[ALBEDO_W2 + 2u * HIDDEN + j],
-        ) * a;
+        let w2 = output_weights(j);
+        raw += w2.x * max(hd, 0.0);
+        pre += w2.yzw * max(ha, 0.0);
     }
+    return field_value(p, raw, pre);
+}
+
+// The outputs' activations: σ from the density MLP's output plus the blob, albedo in (0, 1).
+fn field_value(p: vec3<f32>, raw: f32, pre: vec3<f32>) -> FieldValue {
     let x = raw + blob(p);
     return FieldValue(softplus(x), sigmoid(x), vec3<f32>(sigmoid(pre.x), sigmoid(pre.y), sigmoid(pre.z)));
+}
+
+// Hidden unit `j`'s second-layer weights: density, then the albedo's three.
+fn output_weights(j: u32) -> vec4<f32> {
+    return vec4<f32>(params[DENSITY_W2 + j], params[ALBEDO_W2 + j], params[ALBEDO_W2 + HIDDEN + j], params[ALBEDO_W2 + 2u * HIDDEN + j]);
 }
 
 // σ alone (density grids, occupancy): the albedo MLP is skipped.

@@ -2,7 +2,7 @@
 //   count_samples   one thread per ray: occupied samples along it (the march, no field)
 //   (scan.wgsl)     exclusive prefix sum of the counts: where each ray's samples start
 //   write_samples   one thread per ray: the march again, writing (position, t) to its slots
-//   eval_samples    one thread per sample: σ and albedo
+//   eval_samples    per tile of samples: σ and albedo (one thread per hidden unit, then per sample)
 //   composite       one thread per ray: front to back over its contiguous samples, early stop
 // and backward:
 //   (scan.wgsl)     prefix sum of the samples each ray composited: the gradient list's layout
@@ -144,14 +144,86 @@ fn write_samples(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
 }
 
-@compute @workgroup_size(64)
-fn eval_samples(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let s = invocation(gid, groups);
-    if s >= min(offsets[chunk.rays], chunk.capacity) {
-        return;
+// eval_samples: a workgroup has one thread per hidden unit and evaluates EVAL_TILES_PER_GROUP
+// tiles of EVAL_TILE samples, as field_backward walks them: the tile's encodings go to workgroup
+// memory, one (sample, level) per thread; each thread applies its hidden unit's rows of both
+// first layers (read once per workgroup, kept in registers) to every sample of the tile; then
+// one thread per sample applies the output layers. One thread per sample over the whole field
+// read every weight once per sample, which lavapipe serves lane by lane.
+var<workgroup> tile_positions: array<vec3<f32>, EVAL_TILE>;
+var<workgroup> tile_features: array<vec4<f32>, EVAL_TILE * W4>;
+// ReLU'd hidden units per tile sample: density, albedo.
+var<workgroup> tile_hidden: array<vec2<f32>, EVAL_TILE * HIDDEN>;
+var<workgroup> tile_samples: u32;
+
+@compute @workgroup_size(HIDDEN)
+fn eval_samples(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) j: u32,
+) {
+    if j == 0u {
+        tile_samples = min(offsets[chunk.rays], chunk.capacity);
     }
-    let v = eval_field(points[s].xyz);
-    values[s] = vec4<f32>(v.sigma, v.rgb);
+    let samples = workgroupUniformLoad(&tile_samples);
+    let group = wg.x + wg.y * groups.x;
+    var row_density: array<vec4<f32>, W4>;
+    var row_albedo: array<vec4<f32>, W4>;
+    for (var k = 0u; k < WIDTH; k++) {
+        row_density[k / 4u][k % 4u] = params[DENSITY_W1 + j * WIDTH + k];
+        row_albedo[k / 4u][k % 4u] = params[ALBEDO_W1 + j * WIDTH + k];
+    }
+    // The encoding's padding, which the encoding phase never writes.
+    for (var i = j; i < EVAL_TILE * W4; i += HIDDEN) {
+        tile_features[i] = vec4<f32>(0.0);
+    }
+    for (var tile = 0u; tile < EVAL_TILES_PER_GROUP; tile++) {
+        let first = (group * EVAL_TILES_PER_GROUP + tile) * EVAL_TILE;
+        if first >= samples {
+            break;
+        }
+        // A tile's samples past the last are evaluated at the last one's position, not written.
+        for (var i = j; i < EVAL_TILE; i += HIDDEN) {
+            tile_positions[i] = points[min(first + i, samples - 1u)].xyz;
+        }
+        workgroupBarrier();
+        for (var i = j; i < EVAL_TILE * LEVELS; i += HIDDEN) {
+            let s = i / LEVELS;
+            let l = i % LEVELS;
+            let f = level_features(tile_positions[s], l);
+            for (var q = 0u; q < FEATURES; q++) {
+                let k = l * FEATURES + q;
+                tile_features[s * W4 + k / 4u][k % 4u] = f[q];
+            }
+        }
+        workgroupBarrier();
+        for (var s = 0u; s < EVAL_TILE; s++) {
+            var hd = 0.0;
+            var ha = 0.0;
+            for (var k = 0u; k < W4; k++) {
+                let f = tile_features[s * W4 + k];
+                hd += dot(row_density[k], f);
+                ha += dot(row_albedo[k], f);
+            }
+            tile_hidden[s * HIDDEN + j] = max(vec2<f32>(hd, ha), vec2<f32>(0.0));
+        }
+        workgroupBarrier();
+        for (var s = j; s < EVAL_TILE; s += HIDDEN) {
+            if first + s < samples {
+                var raw = 0.0;
+                var pre = vec3<f32>(0.0);
+                for (var h = 0u; h < HIDDEN; h++) {
+                    let w2 = output_weights(h);
+                    let a = tile_hidden[s * HIDDEN + h];
+                    raw += w2.x * a.x;
+                    pre += w2.yzw * a.y;
+                }
+                let v = field_value(tile_positions[s], raw, pre);
+                values[first + s] = vec4<f32>(v.sigma, v.rgb);
+            }
+        }
+        workgroupBarrier();
+    }
 }
 
 // The samples of chunk ray `i` whose values are in the buffers.

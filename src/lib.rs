@@ -19,6 +19,7 @@ pub mod nn;
 pub mod optim;
 pub mod prompt;
 pub mod random;
+pub mod raster;
 pub mod run_dir;
 pub mod sample;
 pub mod stable_diffusion;

@@ -1,11 +1,12 @@
 //! wgpu: the device, WGSL sources, buffers, kernel launches, GPU prefix sums, the field's
-//! compute kernels and the mesh preview rasteriser.
+//! compute kernels, the differentiable mesh rasteriser and the mesh preview rasteriser.
 
 pub mod buffers;
 pub mod context;
 pub mod field;
 pub mod launch;
 pub mod mesh_preview;
+pub mod raster;
 pub mod scan;
 pub mod shader;
 

@@ -17,6 +17,8 @@ pub const BACKGROUND: &str = include_str!("../../shaders/background.wgsl");
 pub const BACKGROUND_BACKWARD: &str = include_str!("../../shaders/background_backward.wgsl");
 /// Self-contained (no prelude): prefix sums and indirect dispatch sizes.
 pub const SCAN: &str = include_str!("../../shaders/scan.wgsl");
+/// Behind `grad_accumulator` only: the differentiable rasteriser knows nothing of the field.
+pub const RASTER: &str = include_str!("../../shaders/raster.wgsl");
 /// Self-contained (no prelude): mesh previews know nothing of the field.
 pub const MESH_PREVIEW: &str = include_str!("../../shaders/mesh_preview.wgsl");
 
@@ -70,6 +72,10 @@ pub fn grad_accumulator(float_atomics: bool) -> &'static str {
     }
 }
 
+/// Samples per tile of `eval_samples` (`render.wgsl`), and tiles per workgroup.
+pub const EVAL_TILE: u32 = 16;
+pub const EVAL_TILES_PER_GROUP: u32 = 16;
+
 /// Samples per tile of `field_backward`, and tiles per workgroup.
 pub const BACKWARD_TILE: u32 = 16;
 pub const BACKWARD_TILES_PER_GROUP: u32 = 16;
@@ -114,6 +120,16 @@ fn vec4s_per_encoding(config: &FieldConfig) -> u32 {
     config.encoding_width().div_ceil(4)
 }
 
+/// The render kernels' constants: `eval_samples`' tiles.
+fn render_head() -> String {
+    let u = |name: &str, v: u32| format!("const {name}: u32 = {v}u;\n");
+    [
+        u("EVAL_TILE", EVAL_TILE),
+        u("EVAL_TILES_PER_GROUP", EVAL_TILES_PER_GROUP),
+    ]
+    .concat()
+}
+
 /// `field_backward`'s constants and its sum over the hidden units.
 fn backward_head(sum: HiddenSum) -> String {
     let u = |name: &str, v: u32| format!("const {name}: u32 = {v}u;\n");
@@ -146,7 +162,14 @@ impl Sources {
     pub fn new(config: &FieldConfig, float_atomics: bool, hidden_sum: HiddenSum) -> Self {
         let head = prelude(config, &config.layout()) + COMMON;
         Self {
-            render: [head.as_str(), FIELD_EVAL, BACKGROUND, RENDER].concat(),
+            render: [
+                head.as_str(),
+                &render_head(),
+                FIELD_EVAL,
+                BACKGROUND,
+                RENDER,
+            ]
+            .concat(),
             field_backward: [
                 head.as_str(),
                 grad_accumulator(float_atomics),

@@ -14,7 +14,9 @@ use crate::field::{Background, RenderSettings};
 use crate::gpu::buffers::{dispatch_size, download_ranges, storage, uniform, values_of};
 use crate::gpu::launch::{Groups, Launches};
 use crate::gpu::scan::{DispatchUniform, PrefixSum};
-use crate::gpu::shader::{BACKWARD_TILE, BACKWARD_TILES_PER_GROUP};
+use crate::gpu::shader::{
+    BACKWARD_TILE, BACKWARD_TILES_PER_GROUP, EVAL_TILE, EVAL_TILES_PER_GROUP,
+};
 use crate::gpu::GpuContext;
 use bytemuck::Zeroable;
 
@@ -28,6 +30,8 @@ const HEADROOM: f64 = 1.25;
 const SLACK: u64 = 64;
 /// Samples of one chunk at most: ≈ 4 GB of sample buffers, whatever the binding limit.
 const MAX_CHUNK_SAMPLES: u64 = 1 << 26;
+/// Samples per `eval_samples` workgroup.
+const SAMPLES_PER_EVAL_GROUP: u32 = EVAL_TILE * EVAL_TILES_PER_GROUP;
 /// Samples per `field_backward` workgroup.
 pub(super) const SAMPLES_PER_BACKWARD_GROUP: u32 = BACKWARD_TILE * BACKWARD_TILES_PER_GROUP;
 
@@ -116,7 +120,7 @@ impl ChunkBuffers {
             points: storage(ctx, "sample points", POINT_BYTES * samples),
             values: storage(ctx, "sample values", POINT_BYTES * samples),
             eval_args: storage(ctx, "eval dispatch", 12),
-            eval_dispatch: uniform(ctx, "eval dispatch", &dispatch(64)),
+            eval_dispatch: uniform(ctx, "eval dispatch", &dispatch(SAMPLES_PER_EVAL_GROUP)),
             backward_args: storage(ctx, "backward dispatch", 12),
             backward_dispatch: uniform(
                 ctx,

@@ -1,0 +1,53 @@
+//! Differentiable rasterisation of triangle meshes, split as nvdiffrast splits it: `rasterize`
+//! (which triangle each pixel sees, its perspective-correct barycentrics and depth),
+//! `interpolate` (vertex attributes at each pixel) and their backward passes. The GPU
+//! implementation is `gpu::raster`; `reference` is the f64 one that tests check it against.
+//!
+//! Conventions shared by both:
+//! - Positions are clip-space (x, y, z, w) per view and vertex, wgpu's: depth z/w in [0, 1],
+//!   NDC y up, image row 0 at the top. Pixel (x, y) samples NDC
+//!   ((x + ½)/W·2 − 1, 1 − (y + ½)/H·2).
+//! - A pixel's raster value is (b₀, b₁, z/w, triangle + 1), 0 where no triangle covers it (the
+//!   triangle index stored as f32, as nvdiffrast does: exact below 2²⁴ triangles). b₂ = 1 − b₀ − b₁.
+//! - Barycentrics are solved in homogeneous coordinates (Olano and Greer): with
+//!   aᵢ = xᵢ − pₓwᵢ and cᵢ = yᵢ − p_y wᵢ, the perspective-correct weights are n/Σn, n = a × c.
+//!   They, and hence interpolated attributes, are differentiable in the clip positions; which
+//!   triangle a pixel sees is not (silhouettes get their gradient from antialiasing).
+
+pub mod reference;
+
+/// Triangles a raster can index exactly (its ids are stored as f32).
+pub const MAX_TRIANGLES: usize = 1 << 24;
+
+/// The NDC point pixel (x, y) of a `width` × `height` image samples.
+pub fn pixel_ndc(x: u32, y: u32, width: u32, height: u32) -> [f64; 2] {
+    [
+        (x as f64 + 0.5) / width as f64 * 2.0 - 1.0,
+        1.0 - (y as f64 + 0.5) / height as f64 * 2.0,
+    ]
+}
+
+/// A batch of `views` images of `width` × `height` pixels, view-major then row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RasterShape {
+    pub views: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl RasterShape {
+    pub fn pixels(&self) -> usize {
+        self.views as usize * self.width as usize * self.height as usize
+    }
+
+    /// (view, x, y) of pixel `i`.
+    pub fn locate(&self, i: usize) -> (u32, u32, u32) {
+        let per_view = self.width as usize * self.height as usize;
+        let pixel = i % per_view;
+        (
+            (i / per_view) as u32,
+            (pixel % self.width as usize) as u32,
+            (pixel / self.width as usize) as u32,
+        )
+    }
+}
