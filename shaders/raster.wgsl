@@ -9,6 +9,7 @@
 //   interpolate_backward  one thread per pixel: dL/d(attributes) and dL/d(clip positions),
 //                   scattered with `grad_add` (from the prelude) into one buffer, the
 //                   attributes' gradients first
+// antialias.wgsl follows, with the antialiasing kernels.
 // The prelude supplies binding 4 (`grads`) and `grad_add`.
 
 struct RasterFrame {
@@ -19,7 +20,9 @@ struct RasterFrame {
     channels: u32,
     // u32s per row of `ids` (rows of texture copies are padded to 256 bytes).
     row_pitch: u32,
-    _pad: vec2<u32>,
+    // Where the clip positions' gradients start in `grads`.
+    clip_grad_offset: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> frame: RasterFrame;
@@ -165,9 +168,8 @@ fn interpolate_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let grad_n = (grad_b - dot(grad_b, b)) / s.sum;
     let grad_a = cross(s.c, grad_n);
     let grad_c = cross(grad_n, s.a);
-    let clip_grads = frame.vertices * frame.channels;
     for (var k = 0u; k < 3u; k++) {
-        let at_vertex = clip_grads + 4u * (at.x * frame.vertices + triangles[3u * t + k]);
+        let at_vertex = frame.clip_grad_offset + 4u * (at.x * frame.vertices + triangles[3u * t + k]);
         grad_add(at_vertex, grad_a[k]);
         grad_add(at_vertex + 1u, grad_c[k]);
         grad_add(at_vertex + 3u, -ndc.x * grad_a[k] - ndc.y * grad_c[k]);

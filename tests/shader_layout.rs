@@ -9,7 +9,7 @@ use dream3d::gpu::field::{
 use dream3d::gpu::mesh_preview::ViewUniform;
 use dream3d::gpu::raster::RasterUniform;
 use dream3d::gpu::scan::{DispatchUniform, ScanUniform};
-use dream3d::gpu::shader::{grad_accumulator, HiddenSum, Sources, MESH_PREVIEW, RASTER, SCAN};
+use dream3d::gpu::shader::{raster_source, HiddenSum, Sources, MESH_PREVIEW, SCAN};
 use std::mem::{offset_of, size_of};
 use wgpu::naga;
 
@@ -91,7 +91,7 @@ fn kernels_validate_with_and_without_float_atomics_and_subgroups() {
             }
             module(SCAN);
         }
-        module(&[grad_accumulator(atomics), RASTER].concat());
+        module(&raster_source(atomics));
     }
 }
 
@@ -108,10 +108,11 @@ fn host_structs_match_the_wgsl_layouts() {
     same_layout!(&render, "Chunk", ChunkUniform, [
         "first_ray" => first_ray, "rays" => rays, "capacity" => capacity, "_pad" => pad,
     ]);
-    let raster = module(&[grad_accumulator(true), RASTER].concat());
+    let raster = module(&raster_source(true));
     same_layout!(&raster, "RasterFrame", RasterUniform, [
         "views" => views, "width" => width, "height" => height, "vertices" => vertices,
-        "channels" => channels, "row_pitch" => row_pitch, "_pad" => pad,
+        "channels" => channels, "row_pitch" => row_pitch, "clip_grad_offset" => clip_grad_offset,
+        "_pad" => pad,
     ]);
     let backward = module(&s.field_backward);
     same_layout!(&backward, "Work", WorkUniform, ["at" => at]);

@@ -1,14 +1,17 @@
 //! The differentiable rasteriser on wgpu (`shaders/raster.wgsl`; conventions in `crate::raster`):
 //! the hardware rasteriser finds each pixel's nearest triangle, compute kernels solve its
-//! barycentrics, interpolate vertex attributes and take both backward. Checked against
+//! barycentrics, interpolate vertex attributes, antialias silhouettes (nvdiffrast's analytic
+//! method, `shaders/antialias.wgsl`) and take each backward. Checked against
 //! `crate::raster::reference` in `tests/gpu_raster.rs`.
 
-use super::buffers::{dispatch_size, download, storage, storage_with, uniform};
+use super::buffers::{
+    dispatch_size, download, download_ranges, storage, storage_with, uniform, values_of,
+};
 use super::launch::{Groups, Kernel, Launches};
-use super::shader::{grad_accumulator, RASTER};
+use super::shader::raster_source;
 use super::GpuContext;
 use crate::error::{Error, Result};
-use crate::raster::{RasterShape, MAX_TRIANGLES};
+use crate::raster::{edge_opposites, RasterShape, MAX_TRIANGLES};
 use std::sync::Arc;
 
 const ID_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::R32Uint;
@@ -24,20 +27,27 @@ pub struct RasterUniform {
     pub vertices: u32,
     pub channels: u32,
     pub row_pitch: u32,
-    pub pad: [u32; 2],
+    pub clip_grad_offset: u32,
+    pub pad: u32,
 }
 
 /// What the last `rasterize` left on the GPU.
 struct Frame {
     shape: RasterShape,
+    settings: RasterUniform,
     vertices: u32,
     uniform: wgpu::Buffer,
     clip: wgpu::Buffer,
     triangles: wgpu::Buffer,
     ids: wgpu::Buffer,
     raster: wgpu::Buffer,
+    /// The triangles, for `opposites` when antialiasing first needs them.
+    triangle_list: Vec<[u32; 3]>,
+    opposites: Option<wgpu::Buffer>,
     /// The last `interpolate`'s attributes and channel count.
     attributes: Option<(wgpu::Buffer, u32)>,
+    /// The last `antialias`'s colours and channel count.
+    colours: Option<(wgpu::Buffer, u32)>,
 }
 
 pub struct GpuRasterizer {
@@ -46,12 +56,15 @@ pub struct GpuRasterizer {
     resolve: Kernel,
     interpolate: Kernel,
     interpolate_backward: Kernel,
+    antialias: Kernel,
+    antialias_backward: Kernel,
     frame: Option<Frame>,
 }
 
 impl GpuRasterizer {
     pub fn new(ctx: Arc<GpuContext>) -> Result<Self> {
-        let source = [grad_accumulator(ctx.float_atomics), RASTER].concat();
+        let source = raster_source(ctx.float_atomics);
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = ctx
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -88,12 +101,20 @@ impl GpuRasterizer {
                 multiview_mask: None,
                 cache: None,
             });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!(
+                "the rasteriser's visibility pass cannot run on {}: {e}",
+                ctx.adapter.name
+            )));
+        }
         let kernel = |entry| Kernel::new(&ctx, entry, &source, entry);
         Ok(Self {
             visibility,
             resolve: kernel("resolve")?,
             interpolate: kernel("interpolate")?,
             interpolate_backward: kernel("interpolate_backward")?,
+            antialias: kernel("antialias")?,
+            antialias_backward: kernel("antialias_backward")?,
             frame: None,
             ctx,
         })
@@ -128,17 +149,22 @@ impl GpuRasterizer {
             vertices,
             channels: 0,
             row_pitch,
-            pad: [0; 2],
+            clip_grad_offset: 0,
+            pad: 0,
         };
         let frame = Frame {
             shape,
+            settings: frame_uniform,
             vertices,
             uniform: uniform(ctx, "raster frame", &frame_uniform),
             clip: storage_with(ctx, "clip positions", clip),
             triangles: storage_with(ctx, "triangles", triangles),
             ids: storage(ctx, "visible triangles", 4 * (row_pitch * rows) as u64),
             raster: storage(ctx, "raster", 16 * shape.pixels() as u64),
+            triangle_list: triangles.to_vec(),
+            opposites: None,
             attributes: None,
+            colours: None,
         };
 
         let target = |format, usage| {
@@ -267,7 +293,7 @@ impl GpuRasterizer {
             )));
         }
         let ctx = &self.ctx;
-        set_channels(ctx, frame, channels);
+        set_call(ctx, frame, channels, 0);
         let out = storage(
             ctx,
             "interpolated",
@@ -306,8 +332,8 @@ impl GpuRasterizer {
             )));
         }
         let ctx = &self.ctx;
-        set_channels(ctx, frame, *channels);
         let attribute_grads = (frame.vertices * channels) as usize;
+        set_call(ctx, frame, *channels, attribute_grads as u32);
         let clip_grads = 4 * (frame.shape.views * frame.vertices) as usize;
         let grads = storage(
             ctx,
@@ -333,13 +359,94 @@ impl GpuRasterizer {
         launches.submit();
         let all: Vec<f32> = download(ctx, &grads, attribute_grads + clip_grads)?;
         let (attribute_part, clip_part) = all.split_at(attribute_grads);
-        Ok((
-            attribute_part.to_vec(),
-            clip_part
-                .chunks_exact(4)
-                .map(|c| [c[0], c[1], c[2], c[3]])
-                .collect(),
-        ))
+        Ok((attribute_part.to_vec(), clip_rows(clip_part)))
+    }
+
+    /// `colours` (`channels` per pixel of the last raster, e.g. an interpolated and shaded
+    /// image) antialiased across silhouette edges.
+    pub fn antialias(&mut self, colours: &[f32], channels: u32) -> Result<Vec<f32>> {
+        let ctx = self.ctx.clone();
+        let frame = self.frame.as_mut().ok_or_else(not_rasterized)?;
+        let values = frame.shape.pixels() * channels as usize;
+        if channels == 0 || colours.len() != values {
+            return Err(Error::Gpu(format!(
+                "antialias: {} colour values for {} pixels is not a whole, non-zero number of channels ({channels} asked)",
+                colours.len(),
+                frame.shape.pixels()
+            )));
+        }
+        if frame.opposites.is_none() {
+            let opposites = edge_opposites(&frame.triangle_list);
+            frame.opposites = Some(storage_with(&ctx, "edge opposites", &opposites));
+        }
+        set_call(&ctx, frame, channels, 0);
+        let buffer = storage_with(&ctx, "colours", colours);
+        let out = storage(&ctx, "antialiased", 4 * values as u64);
+        let mut launches = Launches::new(&ctx);
+        launches.launch(
+            &self.antialias,
+            &[
+                (0, &frame.uniform),
+                (1, &frame.clip),
+                (2, &frame.triangles),
+                (5, &frame.raster),
+                (9, frame.opposites.as_ref().expect("made above")),
+                (10, &buffer),
+                (11, &out),
+            ],
+            pixel_groups(frame.shape),
+        );
+        launches.submit();
+        frame.colours = Some((buffer, channels));
+        download(&ctx, &out, values)
+    }
+
+    /// Given dL/d(the last `antialias`'s output), dL/d(its colours) and dL/d(the last raster's
+    /// clip positions), with the raster held fixed.
+    pub fn antialias_backward(&mut self, grad: &[f32]) -> Result<(Vec<f32>, Vec<[f32; 4]>)> {
+        let frame = self.frame.as_ref().ok_or_else(not_rasterized)?;
+        let (colours, channels) = frame.colours.as_ref().ok_or_else(|| {
+            Error::Gpu("antialias_backward needs an antialias after the raster".into())
+        })?;
+        let values = frame.shape.pixels() * *channels as usize;
+        if grad.len() != values {
+            return Err(Error::Gpu(format!(
+                "antialias_backward: {} gradient values for {values} antialiased ones",
+                grad.len()
+            )));
+        }
+        let ctx = &self.ctx;
+        set_call(ctx, frame, *channels, 0);
+        let clip_grads = 4 * (frame.shape.views * frame.vertices) as usize;
+        let grads = storage(ctx, "clip gradients", 4 * clip_grads as u64);
+        let grad_buffer = storage_with(ctx, "antialiased gradient", grad);
+        let grad_colours = storage(ctx, "colour gradients", 4 * values as u64);
+        let mut launches = Launches::new(ctx);
+        launches.clear(&grads);
+        launches.launch(
+            &self.antialias_backward,
+            &[
+                (0, &frame.uniform),
+                (1, &frame.clip),
+                (2, &frame.triangles),
+                (4, &grads),
+                (5, &frame.raster),
+                (9, frame.opposites.as_ref().expect("made by antialias")),
+                (10, colours),
+                (12, &grad_buffer),
+                (13, &grad_colours),
+            ],
+            pixel_groups(frame.shape),
+        );
+        launches.submit();
+        let ranges = download_ranges(
+            ctx,
+            &[
+                (&grad_colours, 0, 4 * values as u64),
+                (&grads, 0, 4 * clip_grads as u64),
+            ],
+        )?;
+        Ok((values_of(&ranges[0]), clip_rows(&values_of(&ranges[1]))))
     }
 
     /// Vertices per view, after checking the mesh fits the shape and the raster's id range.
@@ -385,10 +492,23 @@ fn not_rasterized() -> Error {
     Error::Gpu("interpolate needs a raster: call rasterize first".into())
 }
 
-fn set_channels(ctx: &GpuContext, frame: &Frame, channels: u32) {
-    let offset = std::mem::offset_of!(RasterUniform, channels) as u64;
+/// The per-call part of the frame's uniform: channels per vertex or pixel, and where the clip
+/// positions' gradients start in the gradient buffer.
+fn set_call(ctx: &GpuContext, frame: &Frame, channels: u32, clip_grad_offset: u32) {
+    let value = RasterUniform {
+        channels,
+        clip_grad_offset,
+        ..frame.settings
+    };
     ctx.queue
-        .write_buffer(&frame.uniform, offset, bytemuck::bytes_of(&channels));
+        .write_buffer(&frame.uniform, 0, bytemuck::bytes_of(&value));
+}
+
+fn clip_rows(values: &[f32]) -> Vec<[f32; 4]> {
+    values
+        .chunks_exact(4)
+        .map(|c| [c[0], c[1], c[2], c[3]])
+        .collect()
 }
 
 fn pixel_groups(shape: RasterShape) -> Groups<'static> {

@@ -17,8 +17,9 @@ pub const BACKGROUND: &str = include_str!("../../shaders/background.wgsl");
 pub const BACKGROUND_BACKWARD: &str = include_str!("../../shaders/background_backward.wgsl");
 /// Self-contained (no prelude): prefix sums and indirect dispatch sizes.
 pub const SCAN: &str = include_str!("../../shaders/scan.wgsl");
-/// Behind `grad_accumulator` only: the differentiable rasteriser knows nothing of the field.
+/// The differentiable rasteriser (see [`raster_source`]).
 pub const RASTER: &str = include_str!("../../shaders/raster.wgsl");
+pub const ANTIALIAS: &str = include_str!("../../shaders/antialias.wgsl");
 /// Self-contained (no prelude): mesh previews know nothing of the field.
 pub const MESH_PREVIEW: &str = include_str!("../../shaders/mesh_preview.wgsl");
 
@@ -70,6 +71,12 @@ pub fn grad_accumulator(float_atomics: bool) -> &'static str {
              }\n\
          }\n"
     }
+}
+
+/// The differentiable rasteriser's kernels behind the gradient accumulator only: they know
+/// nothing of the field.
+pub fn raster_source(float_atomics: bool) -> String {
+    [grad_accumulator(float_atomics), RASTER, ANTIALIAS].concat()
 }
 
 /// Samples per tile of `eval_samples` (`render.wgsl`), and tiles per workgroup.

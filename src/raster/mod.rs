@@ -51,3 +51,29 @@ impl RasterShape {
         )
     }
 }
+
+/// For each triangle, the vertex across each of its edges (edge k joins its vertices k + 1 and
+/// k + 2) in the other triangle sharing that edge, or −1 where no other triangle does (an open
+/// boundary, always a silhouette). Antialiasing tells silhouette edges from interior ones with it.
+pub fn edge_opposites(triangles: &[[u32; 3]]) -> Vec<[i32; 3]> {
+    let key = |a: u32, b: u32| (a.min(b), a.max(b));
+    let mut sides: std::collections::HashMap<(u32, u32), Vec<(usize, u32)>> = Default::default();
+    for (t, tri) in triangles.iter().enumerate() {
+        for k in 0..3 {
+            let edge = key(tri[(k + 1) % 3], tri[(k + 2) % 3]);
+            sides.entry(edge).or_default().push((t, tri[k]));
+        }
+    }
+    triangles
+        .iter()
+        .enumerate()
+        .map(|(t, tri)| {
+            std::array::from_fn(|k| {
+                sides[&key(tri[(k + 1) % 3], tri[(k + 2) % 3])]
+                    .iter()
+                    .find(|&&(other, _)| other != t)
+                    .map_or(-1, |&(_, v)| v as i32)
+            })
+        })
+        .collect()
+}

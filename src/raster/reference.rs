@@ -168,3 +168,208 @@ pub fn interpolate_backward(
     }
     (grad_attributes, grad_clip)
 }
+
+/// How far (in pixels) a silhouette crossing may fall outside the segment between two pixel
+/// centres and still count, as in nvdiffrast: rasterisers are accurate to about 1/16 pixel.
+pub const CROSSING_SLACK: f64 = 1.0 / 16.0;
+
+/// A silhouette edge crossing between neighbouring pixels `p0` and `p1` (right or below it),
+/// and the blend antialiasing applies there: `target` (p0 or p1) gets `alpha`·(colour₁ −
+/// colour₀) added.
+#[derive(Debug, Clone, Copy)]
+pub struct Crossing {
+    pub target: usize,
+    pub alpha: f64,
+    /// The edge's two vertices (indices into the views' clip positions) and dα/d(their clip
+    /// positions); zero where the crossing was clamped to a pixel centre.
+    pub ends: [usize; 2],
+    pub grad_ends: [[f64; 4]; 2],
+}
+
+fn same_sign(a: f64, b: f64) -> bool {
+    a.is_sign_negative() == b.is_sign_negative()
+}
+
+fn area(a: [f64; 2], b: [f64; 2], c: [f64; 2]) -> f64 {
+    (b[0] - a[0]) * (c[1] - a[1]) - (c[0] - a[0]) * (b[1] - a[1])
+}
+
+/// The mesh a raster was made of, for antialiasing.
+pub struct Mesh<'a> {
+    pub clip: &'a [[f64; 4]],
+    pub triangles: &'a [[u32; 3]],
+    /// From `edge_opposites`.
+    pub opposites: &'a [[i32; 3]],
+}
+
+/// nvdiffrast's analytic antialiasing for one pair of pixels: the nearer of the two pixels'
+/// triangles (or the only one) is taken; along the segment between the pixel centres, the
+/// crossing of its edges farthest towards the other pixel is found; where that edge is a
+/// silhouette (the triangle across it folds back, or there is none) and steeper than 45° to the
+/// segment, the pixel on the far side of the segment's midpoint gets the other's colour in
+/// proportion to how far past the midpoint the edge lies.
+pub fn crossing(
+    shape: RasterShape,
+    raster: &[[f64; 4]],
+    mesh: &Mesh,
+    p0: usize,
+    p1: usize,
+    down: bool,
+) -> Option<Crossing> {
+    let (r0, r1) = (raster[p0], raster[p1]);
+    if r0[3] == r1[3] {
+        return None;
+    }
+    let (tri, first) = match (triangle_of(r0), triangle_of(r1)) {
+        (Some(a), Some(b)) => {
+            if r0[2] < r1[2] {
+                (a, true)
+            } else {
+                (b, false)
+            }
+        }
+        (Some(a), None) => (a, true),
+        (None, Some(b)) => (b, false),
+        (None, None) => return None,
+    };
+    let ds = if first { 1.0 } else { -1.0 };
+    let (view, px, py) = shape.locate(if first { p0 } else { p1 });
+    let (half_w, half_h) = (shape.width as f64 / 2.0, shape.height as f64 / 2.0);
+    let vertices = mesh.clip.len() / shape.views as usize;
+    let base = view as usize * vertices;
+    // Pixel-space position relative to the chosen pixel's centre, y down.
+    let screen = |v: usize| {
+        let p = mesh.clip[base + v];
+        [
+            (p[0] / p[3] + 1.0) * half_w - (px as f64 + 0.5),
+            (1.0 - p[1] / p[3]) * half_h - (py as f64 + 0.5),
+        ]
+    };
+    let ids = mesh.triangles[tri].map(|v| v as usize);
+    let s = ids.map(screen);
+    let wings: [[f64; 2]; 3] = std::array::from_fn(|k| match mesh.opposites[tri][k] {
+        -1 => s[k],
+        o => screen(o as usize),
+    });
+    let whole = area(s[0], s[1], s[2]);
+    let silhouette: [bool; 3] = std::array::from_fn(|k| {
+        let mut wing = s;
+        wing[k] = wings[k];
+        same_sign(area(wing[0], wing[1], wing[2]), whole)
+    });
+    if !silhouette.iter().any(|&b| b) {
+        return None;
+    }
+    // Along the segment: x towards the right neighbour, or (swapped) towards the one below.
+    let q = s.map(|p| if down { [p[1], p[0]] } else { p });
+    let mut best: Option<(usize, f64)> = None;
+    for k in 0..3 {
+        let (a, b) = (q[(k + 1) % 3], q[(k + 2) % 3]);
+        if same_sign(a[1], b[1]) {
+            continue;
+        }
+        let reach = ds * (a[0] * b[1] - a[1] * b[0]) / (b[1] - a[1]);
+        if best.is_none_or(|(_, r)| reach >= r) {
+            best = Some((k, reach));
+        }
+    }
+    let (k, reach) = best?;
+    let (a, b) = (q[(k + 1) % 3], q[(k + 2) % 3]);
+    if !silhouette[k] || (b[1] - a[1]).abs() < (b[0] - a[0]).abs() {
+        return None;
+    }
+    if reach <= -CROSSING_SLACK || reach >= 1.0 + CROSSING_SLACK {
+        return None;
+    }
+    let free = (0.0..=1.0).contains(&reach);
+    let alpha = ds * (0.5 - reach.clamp(0.0, 1.0));
+    // α = ds/2 − X where X = (a.x b.y − a.y b.x)/(b.y − a.y) is where the edge crosses.
+    let x = ds * reach;
+    let d = b[1] - a[1];
+    let dx_dq = [[b[1] / d, (x - b[0]) / d], [-a[1] / d, (a[0] - x) / d]];
+    let ends = [ids[(k + 1) % 3], ids[(k + 2) % 3]];
+    let grad_ends = std::array::from_fn(|e| {
+        if !free {
+            return [0.0; 4];
+        }
+        let g = dx_dq[e].map(|v| -v);
+        let (gx, gy) = if down { (g[1], g[0]) } else { (g[0], g[1]) };
+        let p = mesh.clip[base + ends[e]];
+        let w = p[3];
+        [
+            gx * half_w / w,
+            -gy * half_h / w,
+            0.0,
+            -gx * p[0] * half_w / (w * w) + gy * p[1] * half_h / (w * w),
+        ]
+    });
+    Some(Crossing {
+        target: if alpha > 0.0 { p0 } else { p1 },
+        alpha,
+        ends: ends.map(|v| base + v),
+        grad_ends,
+    })
+}
+
+/// Every pixel pair (p, right neighbour) and (p, neighbour below), with `down`.
+fn pairs(shape: RasterShape) -> impl Iterator<Item = (usize, usize, bool)> {
+    let w = shape.width as usize;
+    (0..shape.pixels()).flat_map(move |p| {
+        let (_, x, y) = shape.locate(p);
+        let right = (x + 1 < shape.width).then_some((p, p + 1, false));
+        let below = (y + 1 < shape.height).then_some((p, p + w, true));
+        right.into_iter().chain(below)
+    })
+}
+
+/// `colours` (`channels` per pixel) antialiased across the raster's silhouette edges.
+pub fn antialias(
+    shape: RasterShape,
+    raster: &[[f64; 4]],
+    mesh: &Mesh,
+    colours: &[f64],
+    channels: usize,
+) -> Vec<f64> {
+    let mut out = colours.to_vec();
+    for (p0, p1, down) in pairs(shape) {
+        if let Some(c) = crossing(shape, raster, mesh, p0, p1, down) {
+            for ch in 0..channels {
+                out[c.target * channels + ch] +=
+                    c.alpha * (colours[p1 * channels + ch] - colours[p0 * channels + ch]);
+            }
+        }
+    }
+    out
+}
+
+/// Gradients of a loss through `antialias`, given dL/d(output): dL/d(colours) and dL/d(clip
+/// positions), with the raster held fixed.
+pub fn antialias_backward(
+    shape: RasterShape,
+    raster: &[[f64; 4]],
+    mesh: &Mesh,
+    colours: &[f64],
+    channels: usize,
+    grad: &[f64],
+) -> (Vec<f64>, Vec<[f64; 4]>) {
+    let mut grad_colours = grad.to_vec();
+    let mut grad_clip = vec![[0.0; 4]; mesh.clip.len()];
+    for (p0, p1, down) in pairs(shape) {
+        let Some(c) = crossing(shape, raster, mesh, p0, p1, down) else {
+            continue;
+        };
+        let mut grad_alpha = 0.0;
+        for ch in 0..channels {
+            let g = grad[c.target * channels + ch];
+            grad_alpha += g * (colours[p1 * channels + ch] - colours[p0 * channels + ch]);
+            grad_colours[p1 * channels + ch] += c.alpha * g;
+            grad_colours[p0 * channels + ch] -= c.alpha * g;
+        }
+        for (end, d) in c.ends.iter().zip(c.grad_ends) {
+            for j in 0..4 {
+                grad_clip[*end][j] += grad_alpha * d[j];
+            }
+        }
+    }
+    (grad_colours, grad_clip)
+}
