@@ -6,6 +6,7 @@ pub mod conditioning;
 pub mod device;
 pub mod diffusion;
 pub mod distill;
+pub mod dmtet;
 pub mod error;
 pub mod field;
 pub mod files;

@@ -16,7 +16,7 @@ pub struct Grid<'a> {
 
 /// The six tetrahedra of a cell: monotone paths from corner 0 to corner 7 (corner bits: x = 1,
 /// y = 2, z = 4), one per order of the axes.
-const TETRAHEDRA: [[usize; 4]; 6] = [
+pub const TETRAHEDRA: [[usize; 4]; 6] = [
     [0, 1, 3, 7],
     [0, 1, 5, 7],
     [0, 2, 3, 7],

@@ -6,6 +6,7 @@ pub mod export;
 pub mod gltf;
 pub mod isosurface;
 pub mod load;
+pub mod regularizers;
 
 use std::collections::HashMap;
 
