@@ -1,9 +1,12 @@
 //! DMTet (Shen et al. 2021) as threestudio's geometry stage uses it: a tetrahedral grid over the
-//! field's box whose vertices carry a signed distance (inside where positive, threestudio's
-//! `occ = sdf > 0`) and a deformation bounded by tanh to one cell, and marching tetrahedra that
+//! field's box whose vertices carry a signed distance and a deformation bounded by tanh to one
+//! cell, and marching tetrahedra that
 //! turn them into a triangle surface differentiably: each surface vertex lies on a grid edge
 //! (a, b) at pₐ + t·(p_b − pₐ) with t = sₐ / (sₐ − s_b), a smooth function of both ends' signed
 //! distances and deformations (which edges the surface crosses is not).
+//!
+//! The signed distance is positive inside, as the isosurface export's density − threshold is
+//! (threestudio's DMTet level is negative inside): a field initialises it as density − threshold.
 //!
 //! The grid splits each cube into the six tetrahedra `mesh::isosurface` uses, so neighbouring
 //! cubes share faces and the surface is closed wherever it stays inside the box. This f64
@@ -58,8 +61,9 @@ impl TetGrid {
         }
     }
 
-    /// How far a deformation may move a point: the box's side over the resolution, times tanh
-    /// of the raw parameter (threestudio's `normalize_grid_deformation`).
+    /// The most a deformation moves a point along each axis: the box's side over the resolution
+    /// (the offset is this times tanh of the raw parameter, threestudio's
+    /// `normalize_grid_deformation`).
     pub fn max_offset(&self) -> f64 {
         2.0 * self.radius / self.resolution as f64
     }

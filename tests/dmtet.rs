@@ -26,8 +26,8 @@ fn a_sphere_becomes_a_closed_outward_surface_on_it() {
     let topology = mesh.topology();
     assert!(topology.is_watertight(), "{topology:?}");
     assert_eq!(topology.euler_characteristic(), 2, "a sphere's surface");
-    // Vertices interpolate a signed distance linear along each edge's direction: close to the
-    // sphere but inside it (chords), by at most a fraction of a cell.
+    // Vertices interpolate the signed distance linearly along grid edges: close to the sphere,
+    // within a fraction of a cell.
     for p in &surface.positions {
         let d = (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
         assert!(
@@ -41,11 +41,9 @@ fn a_sphere_becomes_a_closed_outward_surface_on_it() {
         volume > 0.0 && (volume - exact).abs() / exact < 0.05,
         "volume {volume} for {exact}: outward-facing and close"
     );
+    let sdf = sphere_sdf(&grid, r);
     for (v, [a, b]) in surface.edges.iter().enumerate() {
-        let (sa, sb) = (
-            sphere_sdf(&grid, r)[*a as usize],
-            sphere_sdf(&grid, r)[*b as usize],
-        );
+        let (sa, sb) = (sdf[*a as usize], sdf[*b as usize]);
         assert!(
             sa > 0.0 && sb <= 0.0,
             "vertex {v}: edge from inside to outside"
@@ -185,14 +183,14 @@ fn check_regulariser(name: &str, loss: Regulariser) {
 
 #[test]
 fn regulariser_gradients_match_finite_differences() {
-    use dream3d::mesh::regularizers::{laplacian_smoothness, normal_consistency};
+    use dream3d::mesh::surface::{laplacian_smoothness, normal_consistency};
     check_regulariser("normal consistency", normal_consistency);
     check_regulariser("Laplacian smoothness", laplacian_smoothness);
 }
 
 #[test]
-fn a_flat_regular_grid_needs_no_regularising() {
-    use dream3d::mesh::regularizers::{laplacian_smoothness, normal_consistency};
+fn flat_and_symmetric_meshes_give_the_regularisers_known_values() {
+    use dream3d::mesh::surface::{laplacian_smoothness, normal_consistency};
     // A 4 × 4 vertex patch of the plane z = 0.3: every normal agrees.
     let n = 4u32;
     let positions: Vec<[f64; 3]> = (0..n * n)

@@ -9,6 +9,7 @@ pub mod mesh_preview;
 pub mod raster;
 pub mod scan;
 pub mod shader;
+pub mod surface;
 
 pub use context::GpuContext;
 pub use field::{AdamConfig, GpuField, Rendered};

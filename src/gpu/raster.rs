@@ -1,7 +1,8 @@
 //! The differentiable rasteriser on wgpu (`shaders/raster.wgsl`; conventions in `crate::raster`):
 //! the hardware rasteriser finds each pixel's nearest triangle, compute kernels solve its
 //! barycentrics, interpolate vertex attributes, antialias silhouettes (nvdiffrast's analytic
-//! method, `shaders/antialias.wgsl`) and take each backward. Checked against
+//! method, `shaders/antialias.wgsl`) and take each backward. Every vertex must lie in front of
+//! every camera (w > 0): there is no clipping at w = 0. Checked against
 //! `crate::raster::reference` in `tests/gpu_raster.rs`.
 
 use super::buffers::{
@@ -489,7 +490,7 @@ impl GpuRasterizer {
 }
 
 fn not_rasterized() -> Error {
-    Error::Gpu("interpolate needs a raster: call rasterize first".into())
+    Error::Gpu("interpolating and antialiasing need a raster: call rasterize first".into())
 }
 
 /// The per-call part of the frame's uniform: channels per vertex or pixel, and where the clip

@@ -6,7 +6,7 @@ pub mod export;
 pub mod gltf;
 pub mod isosurface;
 pub mod load;
-pub mod regularizers;
+pub mod surface;
 
 use std::collections::HashMap;
 

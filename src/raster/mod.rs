@@ -1,6 +1,8 @@
 //! Differentiable rasterisation of triangle meshes, split as nvdiffrast splits it: `rasterize`
 //! (which triangle each pixel sees, its perspective-correct barycentrics and depth),
-//! `interpolate` (vertex attributes at each pixel) and their backward passes. The GPU
+//! `interpolate` (vertex attributes at each pixel), `antialias` (silhouette edges blended by
+//! where they cross between pixel centres, which gives silhouettes their gradient) and their
+//! backward passes. The GPU
 //! implementation is `gpu::raster`; `reference` is the f64 one that tests check it against.
 //!
 //! Conventions shared by both:

@@ -1,5 +1,5 @@
-//! The f64 reference of `gpu::raster`: a triangle loop per pixel, and the backward of
-//! interpolation written out by hand. For tests and benchmarks; triangles must lie in front of
+//! The f64 reference of `gpu::raster`: a triangle loop per pixel, interpolation,
+//! antialiasing, and their backward passes written out by hand. For tests and benchmarks; triangles must lie in front of
 //! every camera (no clipping at w = 0).
 
 use super::{pixel_ndc, RasterShape};

@@ -1,0 +1,171 @@
+//! A triangle surface rendered as threestudio's mesh stages render geometry, through the
+//! differentiable rasteriser: per view and pixel, the interpolated vertex normal (world space,
+//! normalised) as a colour (n̂ + 1)/2 and the coverage, both 0 off the surface, antialiased across
+//! silhouettes; and the backward from image gradients to the vertex positions (through the
+//! normals, the barycentrics and the silhouettes). Every vertex must lie in front of every
+//! camera (no clipping at w = 0).
+
+use super::mesh_preview::view_projection;
+use super::raster::GpuRasterizer;
+use super::GpuContext;
+use crate::camera::Camera;
+use crate::error::{Error, Result};
+use crate::mesh::surface::VertexNormals;
+use crate::raster::RasterShape;
+use nalgebra::{Matrix4, Vector4};
+use std::sync::Arc;
+
+/// What the backward needs from the last render.
+struct Saved {
+    positions: Vec<[f64; 3]>,
+    triangles: Vec<[u32; 3]>,
+    normals: VertexNormals,
+    views: Vec<Matrix4<f64>>,
+    /// Per pixel: the interpolated (unnormalised) normal, where a triangle covers it and the
+    /// normal is not zero (adjacent normals can cancel).
+    interpolated: Vec<Option<[f64; 3]>>,
+}
+
+pub struct SurfaceRenderer {
+    raster: GpuRasterizer,
+    saved: Option<Saved>,
+}
+
+impl SurfaceRenderer {
+    pub fn new(ctx: Arc<GpuContext>) -> Result<Self> {
+        Ok(Self {
+            raster: GpuRasterizer::new(ctx)?,
+            saved: None,
+        })
+    }
+
+    /// `size`×`size` images of the surface from each camera: per pixel (normal colour, coverage).
+    pub fn render(
+        &mut self,
+        positions: &[[f64; 3]],
+        triangles: &[[u32; 3]],
+        cameras: &[Camera],
+        size: u32,
+    ) -> Result<Vec<[f32; 4]>> {
+        // A render that fails half-way must not leave the last one's state for `backward`.
+        self.saved = None;
+        let views: Vec<Matrix4<f64>> = cameras.iter().map(view_projection).collect();
+        let clip: Vec<[f32; 4]> = views
+            .iter()
+            .flat_map(|m| {
+                positions.iter().map(move |p| {
+                    let c = m * Vector4::new(p[0], p[1], p[2], 1.0);
+                    [c.x as f32, c.y as f32, c.z as f32, c.w as f32]
+                })
+            })
+            .collect();
+        let shape = RasterShape {
+            views: cameras.len() as u32,
+            width: size,
+            height: size,
+        };
+        let raster = self.raster.rasterize(shape, &clip, triangles)?;
+        let normals = VertexNormals::new(positions, triangles);
+        let attributes: Vec<f32> = normals.unit.iter().flatten().map(|&v| v as f32).collect();
+        let at_pixels = self.raster.interpolate(&attributes, 3)?;
+        let interpolated: Vec<Option<[f64; 3]>> = raster
+            .iter()
+            .zip(at_pixels.chunks_exact(3))
+            .map(|(r, n)| {
+                let n = [n[0], n[1], n[2]].map(f64::from);
+                (r[3] > 0.0 && norm(n) > 0.0).then_some(n)
+            })
+            .collect();
+        let shaded: Vec<f32> = interpolated
+            .iter()
+            .zip(&raster)
+            .flat_map(|(n, r)| match n {
+                Some(n) => {
+                    let u = unit(*n);
+                    [
+                        (u[0] + 1.0) / 2.0,
+                        (u[1] + 1.0) / 2.0,
+                        (u[2] + 1.0) / 2.0,
+                        1.0,
+                    ]
+                    .map(|v| v as f32)
+                }
+                // Covered, with a zero normal: n̂ = 0, and no gradient.
+                None if r[3] > 0.0 => [0.5, 0.5, 0.5, 1.0],
+                None => [0.0; 4],
+            })
+            .collect();
+        let out = self.raster.antialias(&shaded, 4)?;
+        self.saved = Some(Saved {
+            positions: positions.to_vec(),
+            triangles: triangles.to_vec(),
+            normals,
+            views,
+            interpolated,
+        });
+        Ok(out
+            .chunks_exact(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect())
+    }
+
+    /// dL/d(vertex positions) from dL/d(the last render's pixels).
+    pub fn backward(&mut self, grad: &[[f32; 4]]) -> Result<Vec<[f64; 3]>> {
+        let saved = self
+            .saved
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("surface backward needs a render first".into()))?;
+        let flat: Vec<f32> = grad.iter().flatten().copied().collect();
+        let (grad_shaded, grad_clip_silhouettes) = self.raster.antialias_backward(&flat)?;
+        // Through (n̂ + 1)/2, n̂ = n/|n|: dL/dn = (g − (g·n̂)n̂)/|n| with g = dL/dn̂. Coverage is
+        // 1 on every covered pixel whatever the positions: no gradient.
+        let grad_interpolated: Vec<f32> = saved
+            .interpolated
+            .iter()
+            .zip(grad_shaded.chunks_exact(4))
+            .flat_map(|(n, g)| match n {
+                Some(n) => {
+                    let length = norm(*n);
+                    let u = n.map(|v| v / length);
+                    let g = [g[0], g[1], g[2]].map(|v| f64::from(v) / 2.0);
+                    let along = g[0] * u[0] + g[1] * u[1] + g[2] * u[2];
+                    [0, 1, 2].map(|k| ((g[k] - along * u[k]) / length) as f32)
+                }
+                None => [0.0; 3],
+            })
+            .collect();
+        let (grad_normals, grad_clip_normals) =
+            self.raster.interpolate_backward(&grad_interpolated)?;
+        let grad_unit: Vec<[f64; 3]> = grad_normals
+            .chunks_exact(3)
+            .map(|g| [g[0], g[1], g[2]].map(f64::from))
+            .collect();
+        let mut grad_positions =
+            saved
+                .normals
+                .backward(&saved.positions, &saved.triangles, &grad_unit);
+        // Clip = M·(p, 1) per view: dL/dp = (first three columns of M)ᵀ·dL/dclip.
+        let vertices = saved.positions.len();
+        for (view, m) in saved.views.iter().enumerate() {
+            for (v, out) in grad_positions.iter_mut().enumerate() {
+                let at = view * vertices + v;
+                let g = [0, 1, 2, 3].map(|r| {
+                    f64::from(grad_clip_silhouettes[at][r]) + f64::from(grad_clip_normals[at][r])
+                });
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o += (0..4).map(|r| m[(r, k)] * g[r]).sum::<f64>();
+                }
+            }
+        }
+        Ok(grad_positions)
+    }
+}
+
+fn norm(v: [f64; 3]) -> f64 {
+    (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
+}
+
+fn unit(v: [f64; 3]) -> [f64; 3] {
+    let l = norm(v);
+    v.map(|x| x / l)
+}
