@@ -12,6 +12,8 @@
 //! cubes share faces and the surface is closed wherever it stays inside the box. This f64
 //! version is the reference a GPU extraction is checked against.
 
+use crate::error::{Error, Result};
+use crate::gpu::GpuField;
 use crate::mesh::isosurface::TETRAHEDRA;
 use crate::mesh::TriangleMesh;
 use std::collections::HashMap;
@@ -77,6 +79,24 @@ impl TetGrid {
             .map(|(p, d)| std::array::from_fn(|k| p[k] + scale * d[k].tanh()))
             .collect()
     }
+}
+
+/// The grid's signed distances from a NeRF field, as threestudio starts its mesh stage from the
+/// coarse one: density − `threshold` at every grid point (positive inside). With zero
+/// deformation, the extracted surface is the field's isosurface export at that threshold.
+pub fn sdf_from_field(grid: &TetGrid, field: &GpuField, threshold: f32) -> Result<Vec<f64>> {
+    if grid.radius != f64::from(field.config.radius) {
+        return Err(Error::Input(format!(
+            "a DMTet grid over [−{r}, {r}]³ cannot start from a field over [−{f}, {f}]³: make the grid with the field's radius",
+            r = grid.radius,
+            f = field.config.radius
+        )));
+    }
+    let density = field.density_grid(grid.resolution + 1)?;
+    Ok(density
+        .iter()
+        .map(|&d| f64::from(d) - f64::from(threshold))
+        .collect())
 }
 
 /// A surface extracted from a grid: vertex i lies on grid edge `edges[i]` = (a, b), between an

@@ -1,8 +1,12 @@
 //! DMTet's grid and differentiable marching tetrahedra: a closed, outward-facing surface where
 //! the signed distance says, bounded deformations, and gradients against finite differences.
 
-use dream3d::dmtet::{extract, TetGrid};
+use dream3d::dmtet::{extract, sdf_from_field, TetGrid};
+use dream3d::field::FieldConfig;
+use dream3d::gpu::{GpuContext, GpuField};
+use dream3d::mesh::export::{self, Albedo, ExportSettings};
 use rand::{Rng, SeedableRng};
+use std::sync::Arc;
 
 fn sphere_sdf(grid: &TetGrid, radius: f64) -> Vec<f64> {
     grid.points
@@ -230,5 +234,64 @@ fn flat_and_symmetric_meshes_give_the_regularisers_known_values() {
     assert!(
         (lap - 4.0).abs() < 1e-12,
         "each vertex: 4·v − (sum of 4 neighbours) = 4·v, norm 4; got {lap}"
+    );
+}
+
+/// Started from a field with no deformation, DMTet's surface is the export's isosurface: the
+/// same tetrahedra, the same interpolation along the same edges.
+#[test]
+fn a_grid_started_from_a_field_reproduces_its_isosurface() {
+    let config = FieldConfig {
+        levels: 4,
+        log2_table_size: 12,
+        base_resolution: 4,
+        per_level_scale: 2.0,
+        hidden: 16,
+        ..FieldConfig::default()
+    };
+    let ctx = Arc::new(
+        GpuContext::new().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)"),
+    );
+    let field = GpuField::new(ctx, config.clone(), &config.init_params(3)).unwrap();
+    let settings = ExportSettings {
+        resolution: 33,
+        threshold: 5.0,
+        min_component: 0.0,
+        albedo: Albedo::None,
+    };
+    let (isosurface, _) = export::extract(&field, &settings).unwrap();
+    let grid = TetGrid::new(32, f64::from(config.radius));
+    let sdf = sdf_from_field(&grid, &field, 5.0).unwrap();
+    let surface = extract(&grid, &sdf, &vec![[0.0; 3]; grid.points.len()]);
+    assert!(
+        surface.triangles.len() > 100,
+        "{} triangles",
+        surface.triangles.len()
+    );
+    assert_eq!(surface.triangles.len(), isosurface.triangles.len());
+    assert_eq!(surface.positions.len(), isosurface.positions.len());
+    let mut ours: Vec<[f64; 3]> = surface.positions.clone();
+    let mut theirs: Vec<[f64; 3]> = isosurface
+        .positions
+        .iter()
+        .map(|p| p.map(f64::from))
+        .collect();
+    let key = |p: &[f64; 3]| {
+        (p[0] * 1e4).round() as i64 * 1_000_000_000
+            + (p[1] * 1e4).round() as i64 * 100_000
+            + (p[2] * 1e4).round() as i64
+    };
+    ours.sort_by_key(key);
+    theirs.sort_by_key(key);
+    for (a, b) in ours.iter().zip(&theirs) {
+        for k in 0..3 {
+            assert!((a[k] - b[k]).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+    let far = TetGrid::new(8, 2.0);
+    let err = sdf_from_field(&far, &field, 5.0).unwrap_err().to_string();
+    assert!(
+        err.contains("make the grid with the field's radius"),
+        "{err}"
     );
 }
