@@ -1,13 +1,17 @@
 //! The mesh stage's differentiable chain end to end, without a diffusion model: a DMTet grid
-//! started as a sphere is fitted, through the wgpu rasteriser (normals and coverage,
-//! antialiased), to multi-view renders of a box with sharp edges, and must come much closer to
-//! the box's surface. Runs on lavapipe.
+//! fitted through the wgpu rasteriser (normals and coverage, antialiased) to multi-view renders
+//! of a box with sharp edges must come much closer to the box's surface, whether it starts as a
+//! sphere or from a NeRF field fitted to the same views (whose isosurface export it must beat
+//! at the same grid resolution). Runs on lavapipe.
 
 use dream3d::camera::Camera;
-use dream3d::dmtet::{extract, Surface, TetGrid};
+use dream3d::dmtet::{extract, sdf_from_field, Surface, TetGrid};
+use dream3d::field::{FieldConfig, RenderSettings};
 use dream3d::gpu::surface::SurfaceRenderer;
-use dream3d::gpu::GpuContext;
+use dream3d::gpu::{AdamConfig, GpuContext, GpuField};
+use dream3d::mesh::export::{self, Albedo, ExportSettings};
 use dream3d::mesh::surface::normal_consistency;
+use dream3d::mesh::TriangleMesh;
 use nalgebra::{Matrix3, Rotation3, Vector3};
 use std::sync::Arc;
 
@@ -188,20 +192,68 @@ fn dmtet_fitted_through_the_rasteriser_approaches_a_box() {
         .collect();
     let mut deformation = vec![[0.0; 3]; grid.points.len()];
     let before = errors(&extract(&grid, &sdf, &deformation));
+    let (first_loss, loss) = refine(
+        &mut renderer,
+        &grid,
+        &mut sdf,
+        &mut deformation,
+        &cameras,
+        &target,
+        size,
+        150,
+        1e-2,
+    );
+    let after = errors(&extract(&grid, &sdf, &deformation));
+    eprintln!(
+        "image loss {:.4} → {loss:.4}; Chamfer {:.4} → {:.4}; normal error {:.4} → {:.4}",
+        first_loss, before.0, after.0, before.1, after.1
+    );
+    // Measured on lavapipe (four runs; GPU atomics make runs differ slightly): image loss
+    // 0.117 → 0.0052–0.0079, Chamfer 0.050 → 0.013–0.014, normal error 0.171 → 0.030–0.047.
+    assert!(loss < 0.1 * first_loss, "the image loss fell too little");
+    assert!(
+        after.0 < 0.4 * before.0,
+        "Chamfer distance: {} → {}",
+        before.0,
+        after.0
+    );
+    assert!(
+        after.1 < 0.4 * before.1,
+        "normal error: {} → {}",
+        before.1,
+        after.1
+    );
+}
+
+/// `steps` Adam steps of the grid's signed distances and deformations on the L2 image loss
+/// against `target` (normal colours and coverage), plus `smoothing` times normal consistency.
+/// Returns the first and last image losses.
+#[allow(clippy::too_many_arguments)]
+fn refine(
+    renderer: &mut SurfaceRenderer,
+    grid: &TetGrid,
+    sdf: &mut [f64],
+    deformation: &mut [[f64; 3]],
+    cameras: &[Camera],
+    target: &[[f32; 4]],
+    size: u32,
+    steps: usize,
+    smoothing: f64,
+) -> (f64, f64) {
     let mut sdf_adam = Adam::new(sdf.len(), 0.01);
     let mut deformation_adam = Adam::new(3 * deformation.len(), 0.02);
     let pixels = target.len() as f64;
     let mut first_loss = None;
     let mut loss = 0.0;
-    for _ in 0..150 {
-        let surface = extract(&grid, &sdf, &deformation);
+    for _ in 0..steps {
+        let surface = extract(grid, sdf, deformation);
         let image = renderer
-            .render(&surface.positions, &surface.triangles, &cameras, size)
+            .render(&surface.positions, &surface.triangles, cameras, size)
             .unwrap();
         loss = 0.0;
         let grad: Vec<[f32; 4]> = image
             .iter()
-            .zip(&target)
+            .zip(target)
             .map(|(i, t)| {
                 std::array::from_fn(|k| {
                     let d = f64::from(i[k] - t[k]);
@@ -215,12 +267,12 @@ fn dmtet_fitted_through_the_rasteriser_approaches_a_box() {
         let (_, smooth) = normal_consistency(&surface.positions, &surface.triangles);
         for (g, s) in grad_positions.iter_mut().zip(&smooth) {
             for k in 0..3 {
-                g[k] += 1e-2 * s[k];
+                g[k] += smoothing * s[k];
             }
         }
         let (grad_sdf, grad_deformation) =
-            surface.backward(&grid, &sdf, &deformation, &grad_positions);
-        sdf_adam.step(&mut sdf, &grad_sdf);
+            surface.backward(grid, sdf, deformation, &grad_positions);
+        sdf_adam.step(sdf, &grad_sdf);
         let mut flat: Vec<f64> = deformation.iter().flatten().copied().collect();
         let flat_grad: Vec<f64> = grad_deformation.iter().flatten().copied().collect();
         deformation_adam.step(&mut flat, &flat_grad);
@@ -228,29 +280,131 @@ fn dmtet_fitted_through_the_rasteriser_approaches_a_box() {
             *d = [f[0], f[1], f[2]];
         }
     }
-    let after = errors(&extract(&grid, &sdf, &deformation));
+    (first_loss.expect("at least one step"), loss)
+}
+
+/// The comparison on geometry: a NeRF field fitted to the box's views (coloured by
+/// normal, opacity from coverage) gives the stage-1 export, its isosurface; DMTet started from
+/// the same field at the same grid resolution and refined through the rasteriser must beat it.
+#[test]
+fn refining_a_fitted_field_beats_its_isosurface_export() {
+    let mut ctx =
+        GpuContext::new().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)");
+    ctx.poison_buffers = true;
+    let ctx = Arc::new(ctx);
+    let mut renderer = SurfaceRenderer::new(ctx.clone()).unwrap();
+    let size = 64;
+    let cameras: Vec<Camera> = (0..12)
+        .map(|i| Camera::orbit([10.0, 40.0, -25.0][i % 3], i as f64 * 30.0, 2.2, 40.0))
+        .collect();
+    let (box_positions, box_triangles) = box_mesh();
+    let targets: Vec<Vec<[f32; 4]>> = cameras
+        .iter()
+        .map(|c| {
+            renderer
+                .render(
+                    &box_positions,
+                    &box_triangles,
+                    std::slice::from_ref(c),
+                    size,
+                )
+                .unwrap()
+        })
+        .collect();
+
+    // Stage 1: the field, by L2 on colour and opacity over a black background (the targets').
+    let config = FieldConfig {
+        levels: 8,
+        log2_table_size: 15,
+        base_resolution: 8,
+        per_level_scale: 1.5,
+        hidden: 16,
+        radius: 0.7,
+        ..FieldConfig::default()
+    };
+    let mut field = GpuField::new(ctx, config.clone(), &config.init_params(0)).unwrap();
+    let adam = AdamConfig::default();
+    for step in 0..600u32 {
+        let settings = RenderSettings {
+            samples_per_ray: 64,
+            early_stop: 1e-4,
+            stratified_seed: Some(step),
+            background: Some([0.0; 3]),
+        };
+        if step >= 32 && step % 16 == 0 {
+            field.update_occupancy(step, 64, None, 0.95, 0.01).unwrap();
+        }
+        let view = step as usize % cameras.len();
+        let out = field
+            .render(std::slice::from_ref(&cameras[view]), size, size, &settings)
+            .unwrap();
+        let n = out.color.len() as f32;
+        let grad: Vec<[f32; 4]> = out
+            .color
+            .iter()
+            .zip(&targets[view])
+            .map(|(r, t)| std::array::from_fn(|c| 2.0 * (r[c] - t[c]) / n))
+            .collect();
+        field.backward(&grad).unwrap();
+        field.adam_step(&adam).unwrap();
+    }
+
+    let resolution = 24;
+    let threshold = 10.0;
+    let settings = ExportSettings {
+        resolution: resolution + 1,
+        threshold,
+        albedo: Albedo::None,
+        ..ExportSettings::default()
+    };
+    // Both stages' surfaces cleaned as exports are: components under 1 % of the largest dropped.
+    let as_surface = |mesh: &TriangleMesh| Surface {
+        positions: mesh.positions.iter().map(|p| p.map(f64::from)).collect(),
+        triangles: mesh.triangles.clone(),
+        edges: vec![],
+    };
+    let (isosurface, _) = export::extract(&field, &settings).unwrap();
+    let stage1 = as_surface(&isosurface);
+    let grid = TetGrid::new(resolution, f64::from(config.radius));
+    let mut sdf = sdf_from_field(&grid, &field, threshold).unwrap();
+    let mut deformation = vec![[0.0; 3]; grid.points.len()];
+    let target: Vec<[f32; 4]> = targets.iter().flatten().copied().collect();
+    let (first, last) = refine(
+        &mut renderer,
+        &grid,
+        &mut sdf,
+        &mut deformation,
+        &cameras,
+        &target,
+        size,
+        300,
+        0.1,
+    );
+    let mut refined = extract(&grid, &sdf, &deformation).to_mesh();
+    refined.weld();
+    refined.remove_small_components(settings.min_component);
+    let stage2 = as_surface(&refined);
+    let (before, after) = (errors(&stage1), errors(&stage2));
     eprintln!(
-        "image loss {:.4} → {loss:.4}; Chamfer {:.4} → {:.4}; normal error {:.4} → {:.4}",
-        first_loss.unwrap(),
+        "image loss {first:.4} → {last:.4}; stage 1 ({} triangles): Chamfer {:.4}, normal error {:.4}; stage 2 ({} triangles): Chamfer {:.4}, normal error {:.4}",
+        stage1.triangles.len(),
         before.0,
-        after.0,
         before.1,
+        stage2.triangles.len(),
+        after.0,
         after.1
     );
-    // Measured on lavapipe (three runs; GPU atomics make runs differ slightly): image loss
-    // 0.117 → 0.0052–0.0069, Chamfer 0.050 → 0.013–0.014, normal error 0.171 → 0.030–0.036.
+    // Measured on lavapipe (two runs): Chamfer 0.0298 → 0.0204–0.0213 (1.40–1.46×), normal
+    // error 0.318 → 0.213–0.233 (1.37–1.49×), about 7900 triangles in both stages. With normal consistency at 0.01 the normal error fell
+    // to 0.272–0.287 only; at 1.0 the image loss stalled. Runs differ a little (GPU atomics).
     assert!(
-        loss < 0.1 * first_loss.unwrap(),
-        "the image loss fell too little"
-    );
-    assert!(
-        after.0 < 0.4 * before.0,
+        after.0 < before.0 / 1.2,
         "Chamfer distance: {} → {}",
         before.0,
         after.0
     );
     assert!(
-        after.1 < 0.3 * before.1,
+        after.1 < before.1 / 1.2,
         "normal error: {} → {}",
         before.1,
         after.1
