@@ -1,8 +1,9 @@
-//! A triangle surface rendered as threestudio's mesh stages render geometry, through the
-//! differentiable rasteriser: per view and pixel, the interpolated vertex normal (world space,
-//! normalised) as a colour (n̂ + 1)/2 and the coverage, both 0 off the surface, antialiased across
-//! silhouettes; and the backward from image gradients to the vertex positions (through the
-//! normals, the barycentrics and the silhouettes). Every vertex must lie in front of every
+//! A triangle surface rendered as threestudio's mesh stages render it, through the
+//! differentiable rasteriser: per view and pixel, either the interpolated vertex normal (world
+//! space, normalised) as a colour (n̂ + 1)/2 — the geometry stage, with the backward to the
+//! vertex positions through the normals, the barycentrics and the silhouettes — or the
+//! interpolated vertex albedo — the texture stage, geometry frozen, with the backward to the
+//! albedo; each with the coverage, 0 off the surface, antialiased across silhouettes. Every vertex must lie in front of every
 //! camera (no clipping at w = 0).
 
 use super::mesh_preview::view_projection;
@@ -16,7 +17,13 @@ use nalgebra::{Matrix4, Vector4};
 use std::sync::Arc;
 
 /// What the backward needs from the last render.
-struct Saved {
+enum Saved {
+    Normals(NormalRender),
+    /// Per pixel: whether a triangle covers it.
+    Albedo(Vec<bool>),
+}
+
+struct NormalRender {
     positions: Vec<[f64; 3]>,
     triangles: Vec<[u32; 3]>,
     normals: VertexNormals,
@@ -24,6 +31,12 @@ struct Saved {
     /// Per pixel: the interpolated (unnormalised) normal, where a triangle covers it and the
     /// normal is not zero (adjacent normals can cancel).
     interpolated: Vec<Option<[f64; 3]>>,
+}
+
+/// The view-projection matrix of each camera, and the raster.
+struct Rasterized {
+    views: Vec<Matrix4<f64>>,
+    raster: Vec<[f32; 4]>,
 }
 
 pub struct SurfaceRenderer {
@@ -39,15 +52,15 @@ impl SurfaceRenderer {
         })
     }
 
-    /// `size`×`size` images of the surface from each camera: per pixel (normal colour, coverage).
-    pub fn render(
+    /// Rasterises the surface from each camera (`size`×`size`).
+    fn rasterize(
         &mut self,
         positions: &[[f64; 3]],
         triangles: &[[u32; 3]],
         cameras: &[Camera],
         size: u32,
-    ) -> Result<Vec<[f32; 4]>> {
-        // A render that fails half-way must not leave the last one's state for `backward`.
+    ) -> Result<Rasterized> {
+        // A render that fails half-way must not leave the last one's state for a backward.
         self.saved = None;
         let views: Vec<Matrix4<f64>> = cameras.iter().map(view_projection).collect();
         let clip: Vec<[f32; 4]> = views
@@ -65,6 +78,18 @@ impl SurfaceRenderer {
             height: size,
         };
         let raster = self.raster.rasterize(shape, &clip, triangles)?;
+        Ok(Rasterized { views, raster })
+    }
+
+    /// `size`×`size` images of the surface from each camera: per pixel (normal colour, coverage).
+    pub fn render(
+        &mut self,
+        positions: &[[f64; 3]],
+        triangles: &[[u32; 3]],
+        cameras: &[Camera],
+        size: u32,
+    ) -> Result<Vec<[f32; 4]>> {
+        let Rasterized { views, raster } = self.rasterize(positions, triangles, cameras, size)?;
         let normals = VertexNormals::new(positions, triangles);
         let attributes: Vec<f32> = normals.unit.iter().flatten().map(|&v| v as f32).collect();
         let at_pixels = self.raster.interpolate(&attributes, 3)?;
@@ -96,25 +121,75 @@ impl SurfaceRenderer {
             })
             .collect();
         let out = self.raster.antialias(&shaded, 4)?;
-        self.saved = Some(Saved {
+        self.saved = Some(Saved::Normals(NormalRender {
             positions: positions.to_vec(),
             triangles: triangles.to_vec(),
             normals,
             views,
             interpolated,
-        });
-        Ok(out
-            .chunks_exact(4)
-            .map(|c| [c[0], c[1], c[2], c[3]])
+        }));
+        Ok(pixels(&out))
+    }
+
+    /// `size`×`size` images of the surface from each camera with per-vertex `albedo`: per pixel
+    /// (albedo, coverage).
+    pub fn render_albedo(
+        &mut self,
+        positions: &[[f64; 3]],
+        triangles: &[[u32; 3]],
+        albedo: &[[f64; 3]],
+        cameras: &[Camera],
+        size: u32,
+    ) -> Result<Vec<[f32; 4]>> {
+        if albedo.len() != positions.len() {
+            return Err(Error::Input(format!(
+                "{} albedo values for {} vertices: give one per vertex",
+                albedo.len(),
+                positions.len()
+            )));
+        }
+        let raster = self.rasterize(positions, triangles, cameras, size)?.raster;
+        let attributes: Vec<f32> = albedo.iter().flatten().map(|&v| v as f32).collect();
+        let at_pixels = self.raster.interpolate(&attributes, 3)?;
+        let covered: Vec<bool> = raster.iter().map(|r| r[3] > 0.0).collect();
+        let shaded: Vec<f32> = covered
+            .iter()
+            .zip(at_pixels.chunks_exact(3))
+            .flat_map(|(&c, a)| if c { [a[0], a[1], a[2], 1.0] } else { [0.0; 4] })
+            .collect();
+        let out = self.raster.antialias(&shaded, 4)?;
+        self.saved = Some(Saved::Albedo(covered));
+        Ok(pixels(&out))
+    }
+
+    /// dL/d(vertex albedo) from dL/d(the last albedo render's pixels), the geometry held fixed.
+    pub fn albedo_backward(&mut self, grad: &[[f32; 4]]) -> Result<Vec<[f64; 3]>> {
+        let Some(Saved::Albedo(covered)) = &self.saved else {
+            return Err(Error::Gpu(
+                "albedo backward needs an albedo render first".into(),
+            ));
+        };
+        let flat: Vec<f32> = grad.iter().flatten().copied().collect();
+        let (grad_shaded, _) = self.raster.antialias_backward(&flat)?;
+        let grad_albedo: Vec<f32> = covered
+            .iter()
+            .zip(grad_shaded.chunks_exact(4))
+            .flat_map(|(&c, g)| if c { [g[0], g[1], g[2]] } else { [0.0; 3] })
+            .collect();
+        let (grad_attributes, _) = self.raster.interpolate_backward(&grad_albedo)?;
+        Ok(grad_attributes
+            .chunks_exact(3)
+            .map(|g| [g[0], g[1], g[2]].map(f64::from))
             .collect())
     }
 
     /// dL/d(vertex positions) from dL/d(the last render's pixels).
     pub fn backward(&mut self, grad: &[[f32; 4]]) -> Result<Vec<[f64; 3]>> {
-        let saved = self
-            .saved
-            .as_ref()
-            .ok_or_else(|| Error::Gpu("surface backward needs a render first".into()))?;
+        let Some(Saved::Normals(saved)) = &self.saved else {
+            return Err(Error::Gpu(
+                "surface backward needs a normal render first".into(),
+            ));
+        };
         let flat: Vec<f32> = grad.iter().flatten().copied().collect();
         let (grad_shaded, grad_clip_silhouettes) = self.raster.antialias_backward(&flat)?;
         // Through (n̂ + 1)/2, n̂ = n/|n|: dL/dn = (g − (g·n̂)n̂)/|n| with g = dL/dn̂. Coverage is
@@ -159,6 +234,13 @@ impl SurfaceRenderer {
         }
         Ok(grad_positions)
     }
+}
+
+fn pixels(values: &[f32]) -> Vec<[f32; 4]> {
+    values
+        .chunks_exact(4)
+        .map(|c| [c[0], c[1], c[2], c[3]])
+        .collect()
 }
 
 fn norm(v: [f64; 3]) -> f64 {
