@@ -119,6 +119,21 @@ fn level_corners(p: vec3<f32>, level: Level) -> Corners {
     return out;
 }
 
+// A level's features at `p`: trilinear over the 8 corners of its cell (from `params`, which
+// every kernel with the field declares).
+fn level_features(p: vec3<f32>, level: Level) -> array<f32, FEATURES> {
+    let c = level_corners(p, level);
+    var out: array<f32, FEATURES>;
+    for (var q = 0u; q < FEATURES; q++) {
+        var acc = 0.0;
+        for (var corner = 0u; corner < 8u; corner++) {
+            acc += c.weight[corner] * params[c.index[corner] + q];
+        }
+        out[q] = acc;
+    }
+    return out;
+}
+
 fn blob(p: vec3<f32>) -> f32 {
     return BLOB_SCALE * (1.0 - length(p) / BLOB_STD);
 }

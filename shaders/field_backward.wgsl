@@ -87,14 +87,10 @@ fn field_backward(
         for (var i = j; i < TILE * LEVELS; i += HIDDEN) {
             let s = i / LEVELS;
             let l = i % LEVELS;
-            let c = level_corners(positions[s], levels[l]);
+            let f = level_features(positions[s], levels[l]);
             for (var q = 0u; q < FEATURES; q++) {
-                var acc = 0.0;
-                for (var corner = 0u; corner < 8u; corner++) {
-                    acc += c.weight[corner] * params[c.index[corner] + q];
-                }
                 let k = l * FEATURES + q;
-                features[s * W4 + k / 4u][k % 4u] = acc;
+                features[s * W4 + k / 4u][k % 4u] = f[q];
             }
         }
         workgroupBarrier();

@@ -7,25 +7,11 @@ struct FieldValue {
     rgb: vec3<f32>,
 }
 
-// Level `l`'s features at `p`: trilinear over the 8 corners of its cell.
-fn level_features(p: vec3<f32>, l: u32) -> array<f32, FEATURES> {
-    let c = level_corners(p, levels[l]);
-    var out: array<f32, FEATURES>;
-    for (var q = 0u; q < FEATURES; q++) {
-        var acc = 0.0;
-        for (var corner = 0u; corner < 8u; corner++) {
-            acc += c.weight[corner] * params[c.index[corner] + q];
-        }
-        out[q] = acc;
-    }
-    return out;
-}
-
 // The encoding, zero-padded to W4 vec4s (short vector arrays stay in registers on lavapipe).
 fn encode(p: vec3<f32>) -> array<vec4<f32>, W4> {
     var features: array<vec4<f32>, W4>;
     for (var l = 0u; l < LEVELS; l++) {
-        let f = level_features(p, l);
+        let f = level_features(p, levels[l]);
         for (var q = 0u; q < FEATURES; q++) {
             let k = l * FEATURES + q;
             features[k / 4u][k % 4u] = f[q];

@@ -190,7 +190,7 @@ fn eval_samples(
         for (var i = j; i < EVAL_TILE * LEVELS; i += HIDDEN) {
             let s = i / LEVELS;
             let l = i % LEVELS;
-            let f = level_features(tile_positions[s], l);
+            let f = level_features(tile_positions[s], levels[l]);
             for (var q = 0u; q < FEATURES; q++) {
                 let k = l * FEATURES + q;
                 tile_features[s * W4 + k / 4u][k % 4u] = f[q];

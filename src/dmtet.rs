@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuField;
 use crate::mesh::isosurface::TETRAHEDRA;
 use crate::mesh::TriangleMesh;
+use nalgebra::Vector3;
 use std::collections::HashMap;
 
 /// threestudio's refine configs: a 128-cell grid.
@@ -169,28 +170,15 @@ pub fn extract(grid: &TetGrid, sdf: &[f64], deformation: &[[f64; 3]]) -> Surface
         };
         let (inside, outside) = (centroid(&ins), centroid(&outs));
         for f in faces {
-            let [a, b, c] = f.map(|v| surface.positions[v as usize]);
-            let normal = cross(sub(b, a), sub(c, a));
-            let outward = sub(outside, inside);
-            let facing: f64 = (0..3).map(|k| normal[k] * outward[k]).sum();
+            let [a, b, c] = f.map(|v| Vector3::from(surface.positions[v as usize]));
+            let normal = (b - a).cross(&(c - a));
+            let facing = normal.dot(&(Vector3::from(outside) - Vector3::from(inside)));
             surface
                 .triangles
                 .push(if facing < 0.0 { [f[0], f[2], f[1]] } else { f });
         }
     }
     surface
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    std::array::from_fn(|k| a[k] - b[k])
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
 }
 
 impl Surface {

@@ -295,25 +295,40 @@ fn the_backward_matches_the_reference_with_emulated_float_atomics() {
     check_against_reference(false);
 }
 
-/// L = Σ g·interpolate(b(clip)) with each pixel's triangle held fixed, as the reference's
-/// backward assumes.
-fn loss(c: &Case, raster: &[[f64; 4]], clip: &[[f64; 4]], attributes: &[f64], grad: &[f64]) -> f64 {
-    let vertices = clip.len() / c.shape.views as usize;
-    let mut total = 0.0;
+/// `channels` attributes per vertex interpolated with barycentrics solved from `clip`, each
+/// pixel's triangle taken from `raster` and held fixed (as the backward passes assume).
+fn interpolate_fixed(
+    shape: RasterShape,
+    raster: &[[f64; 4]],
+    clip: &[[f64; 4]],
+    triangles: &[[u32; 3]],
+    attributes: &[f64],
+    channels: usize,
+) -> Vec<f64> {
+    let vertices = clip.len() / shape.views as usize;
+    let mut out = vec![0.0; raster.len() * channels];
     for (i, &r) in raster.iter().enumerate() {
         let Some(t) = triangle_of(r) else { continue };
-        let (view, x, y) = c.shape.locate(i);
-        let ndc = pixel_ndc(x, y, c.shape.width, c.shape.height);
-        let tri = c.triangles[t];
+        let (view, x, y) = shape.locate(i);
+        let ndc = pixel_ndc(x, y, shape.width, shape.height);
+        let tri = triangles[t];
         let b = Barycentric::solve(triangle_clip(clip, vertices, view, tri), ndc).weights();
         for (k, &v) in tri.iter().enumerate() {
-            for ch in 0..c.channels {
-                total +=
-                    grad[i * c.channels + ch] * b[k] * attributes[v as usize * c.channels + ch];
+            for ch in 0..channels {
+                out[i * channels + ch] += b[k] * attributes[v as usize * channels + ch];
             }
         }
     }
-    total
+    out
+}
+
+/// L = Σ g·interpolate(b(clip)) with each pixel's triangle held fixed.
+fn loss(c: &Case, raster: &[[f64; 4]], clip: &[[f64; 4]], attributes: &[f64], grad: &[f64]) -> f64 {
+    interpolate_fixed(c.shape, raster, clip, &c.triangles, attributes, c.channels)
+        .iter()
+        .zip(grad)
+        .map(|(o, g)| o * g)
+        .sum()
 }
 
 #[test]
@@ -596,19 +611,16 @@ fn reference_surface_render(
     raster: &[[f64; 4]],
 ) -> Vec<f64> {
     let clip = clip_positions(cameras, positions);
-    let normals = VertexNormals::new(positions, triangles).unit;
+    let normals: Vec<f64> = VertexNormals::new(positions, triangles)
+        .unit
+        .into_iter()
+        .flatten()
+        .collect();
+    let interpolated = interpolate_fixed(shape, raster, &clip, triangles, &normals, 3);
     let mut shaded = vec![0.0; shape.pixels() * 4];
-    for (i, &r) in raster.iter().enumerate() {
-        let Some(t) = triangle_of(r) else { continue };
-        let (view, x, y) = shape.locate(i);
-        let ndc = pixel_ndc(x, y, shape.width, shape.height);
-        let tri = triangles[t];
-        let b = Barycentric::solve(triangle_clip(&clip, positions.len(), view, tri), ndc).weights();
-        let mut n = [0.0; 3];
-        for k in 0..3 {
-            for c in 0..3 {
-                n[c] += b[k] * normals[tri[k] as usize][c];
-            }
+    for (i, n) in interpolated.chunks_exact(3).enumerate() {
+        if triangle_of(raster[i]).is_none() {
+            continue;
         }
         let length = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt();
         for c in 0..3 {

@@ -25,23 +25,22 @@ pub const MESH_PREVIEW: &str = include_str!("../../shaders/mesh_preview.wgsl");
 
 /// `const` declarations describing the field.
 pub fn prelude(config: &FieldConfig, layout: &ParamLayout) -> String {
-    let u = |name: &str, v: u32| format!("const {name}: u32 = {v}u;\n");
     let f = |name: &str, v: f32| format!("const {name}: f32 = {v:?};\n");
     [
-        u("LEVELS", config.levels),
-        u("FEATURES", config.features_per_level),
-        u("WIDTH", config.encoding_width()),
-        u("W4", vec4s_per_encoding(config)),
-        u("HIDDEN", config.hidden),
-        u("DENSITY_W1", layout.density_w1),
-        u("DENSITY_W2", layout.density_w2),
-        u("ALBEDO_W1", layout.albedo_w1),
-        u("ALBEDO_W2", layout.albedo_w2),
-        u("OCC_RES", OCCUPANCY_RESOLUTION),
-        u("BG_HIDDEN", config.background.hidden().max(1)),
-        u("BG_W1", layout.background_w1),
-        u("BG_W2", layout.background_w2),
-        u("BG_W3", layout.background_w3),
+        u32_const("LEVELS", config.levels),
+        u32_const("FEATURES", config.features_per_level),
+        u32_const("WIDTH", config.encoding_width()),
+        u32_const("W4", vec4s_per_encoding(config)),
+        u32_const("HIDDEN", config.hidden),
+        u32_const("DENSITY_W1", layout.density_w1),
+        u32_const("DENSITY_W2", layout.density_w2),
+        u32_const("ALBEDO_W1", layout.albedo_w1),
+        u32_const("ALBEDO_W2", layout.albedo_w2),
+        u32_const("OCC_RES", OCCUPANCY_RESOLUTION),
+        u32_const("BG_HIDDEN", config.background.hidden().max(1)),
+        u32_const("BG_W1", layout.background_w1),
+        u32_const("BG_W2", layout.background_w2),
+        u32_const("BG_W3", layout.background_w3),
         format!(
             "const NEURAL_BACKGROUND: bool = {};\n",
             matches!(config.background, Background::Neural { .. })
@@ -52,6 +51,11 @@ pub fn prelude(config: &FieldConfig, layout: &ParamLayout) -> String {
         f("BLOB_STD", config.blob_std),
     ]
     .concat()
+}
+
+/// A WGSL `u32` constant declaration.
+fn u32_const(name: &str, value: u32) -> String {
+    format!("const {name}: u32 = {value}u;\n")
 }
 
 /// The gradient buffer (binding 4) and `grad_add`, with f32 atomics or a compare-exchange loop.
@@ -129,25 +133,23 @@ fn vec4s_per_encoding(config: &FieldConfig) -> u32 {
 
 /// The render kernels' constants: `eval_samples`' tiles.
 fn render_head() -> String {
-    let u = |name: &str, v: u32| format!("const {name}: u32 = {v}u;\n");
     [
-        u("EVAL_TILE", EVAL_TILE),
-        u("EVAL_TILES_PER_GROUP", EVAL_TILES_PER_GROUP),
+        u32_const("EVAL_TILE", EVAL_TILE),
+        u32_const("EVAL_TILES_PER_GROUP", EVAL_TILES_PER_GROUP),
     ]
     .concat()
 }
 
 /// `field_backward`'s constants and its sum over the hidden units.
 fn backward_head(sum: HiddenSum) -> String {
-    let u = |name: &str, v: u32| format!("const {name}: u32 = {v}u;\n");
     let mut head = [
-        u("TILE", BACKWARD_TILE),
-        u("TILES_PER_GROUP", BACKWARD_TILES_PER_GROUP),
+        u32_const("TILE", BACKWARD_TILE),
+        u32_const("TILES_PER_GROUP", BACKWARD_TILES_PER_GROUP),
     ]
     .concat();
     match sum {
         HiddenSum::Subgroups { slots } => {
-            head += &u("SUBGROUP_SLOTS", slots);
+            head += &u32_const("SUBGROUP_SLOTS", slots);
             head += HIDDEN_SUM_SUBGROUP;
         }
         HiddenSum::Workgroup => head += HIDDEN_SUM_WORKGROUP,

@@ -13,7 +13,7 @@ use crate::camera::Camera;
 use crate::error::{Error, Result};
 use crate::mesh::surface::VertexNormals;
 use crate::raster::RasterShape;
-use nalgebra::{Matrix4, Vector4};
+use nalgebra::{Matrix4, Vector3, Vector4};
 use std::sync::Arc;
 
 /// What the backward needs from the last render.
@@ -98,7 +98,7 @@ impl SurfaceRenderer {
             .zip(at_pixels.chunks_exact(3))
             .map(|(r, n)| {
                 let n = [n[0], n[1], n[2]].map(f64::from);
-                (r[3] > 0.0 && norm(n) > 0.0).then_some(n)
+                (r[3] > 0.0 && Vector3::from(n).norm() > 0.0).then_some(n)
             })
             .collect();
         let shaded: Vec<f32> = interpolated
@@ -106,7 +106,7 @@ impl SurfaceRenderer {
             .zip(&raster)
             .flat_map(|(n, r)| match n {
                 Some(n) => {
-                    let u = unit(*n);
+                    let u = Vector3::from(*n).normalize();
                     [
                         (u[0] + 1.0) / 2.0,
                         (u[1] + 1.0) / 2.0,
@@ -200,11 +200,11 @@ impl SurfaceRenderer {
             .zip(grad_shaded.chunks_exact(4))
             .flat_map(|(n, g)| match n {
                 Some(n) => {
-                    let length = norm(*n);
-                    let u = n.map(|v| v / length);
-                    let g = [g[0], g[1], g[2]].map(|v| f64::from(v) / 2.0);
-                    let along = g[0] * u[0] + g[1] * u[1] + g[2] * u[2];
-                    [0, 1, 2].map(|k| ((g[k] - along * u[k]) / length) as f32)
+                    let n = Vector3::from(*n);
+                    let (length, u) = (n.norm(), n.normalize());
+                    let g = Vector3::new(g[0], g[1], g[2]).map(|v| f64::from(v) / 2.0);
+                    let grad = (g - u * g.dot(&u)) / length;
+                    [grad.x as f32, grad.y as f32, grad.z as f32]
                 }
                 None => [0.0; 3],
             })
@@ -241,13 +241,4 @@ fn pixels(values: &[f32]) -> Vec<[f32; 4]> {
         .chunks_exact(4)
         .map(|c| [c[0], c[1], c[2], c[3]])
         .collect()
-}
-
-fn norm(v: [f64; 3]) -> f64 {
-    (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
-}
-
-fn unit(v: [f64; 3]) -> [f64; 3] {
-    let l = norm(v);
-    v.map(|x| x / l)
 }

@@ -3,42 +3,43 @@
 //! every camera (no clipping at w = 0).
 
 use super::{pixel_ndc, RasterShape};
+use nalgebra::Vector3;
 
 /// A triangle's homogeneous barycentric solve at one NDC point (see the module docs of
 /// `raster`): the perspective-correct weights are `n / sum`.
 #[derive(Debug, Clone, Copy)]
 pub struct Barycentric {
-    a: [f64; 3],
-    c: [f64; 3],
-    n: [f64; 3],
+    a: Vector3<f64>,
+    c: Vector3<f64>,
+    n: Vector3<f64>,
     sum: f64,
 }
 
 impl Barycentric {
     pub fn solve(tri: [[f64; 4]; 3], ndc: [f64; 2]) -> Self {
-        let a = tri.map(|p| p[0] - ndc[0] * p[3]);
-        let c = tri.map(|p| p[1] - ndc[1] * p[3]);
-        let n = cross(a, c);
+        let a = Vector3::from(tri.map(|p| p[0] - ndc[0] * p[3]));
+        let c = Vector3::from(tri.map(|p| p[1] - ndc[1] * p[3]));
+        let n = a.cross(&c);
         Self {
             a,
             c,
             n,
-            sum: n[0] + n[1] + n[2],
+            sum: n.sum(),
         }
     }
 
     pub fn weights(&self) -> [f64; 3] {
-        self.n.map(|n| n / self.sum)
+        (self.n / self.sum).into()
     }
 
     /// dL/d(clip positions of the three vertices) from dL/d(weights).
     pub fn backward(&self, ndc: [f64; 2], grad_weights: [f64; 3]) -> [[f64; 4]; 3] {
-        let b = self.weights();
-        let mean = dot(grad_weights, b);
-        let grad_n = grad_weights.map(|g| (g - mean) / self.sum);
+        let b = Vector3::from(self.weights());
+        let g = Vector3::from(grad_weights);
+        let grad_n = (g - Vector3::repeat(g.dot(&b))) / self.sum;
         // n = a × c: dL/da = c × dL/dn, dL/dc = dL/dn × a.
-        let grad_a = cross(self.c, grad_n);
-        let grad_c = cross(grad_n, self.a);
+        let grad_a = self.c.cross(&grad_n);
+        let grad_c = grad_n.cross(&self.a);
         std::array::from_fn(|i| {
             [
                 grad_a[i],
@@ -48,18 +49,6 @@ impl Barycentric {
             ]
         })
     }
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
-}
-
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
 /// The clip positions of triangle `tri` in `view` (`clip` holds `vertices` per view).
@@ -87,8 +76,9 @@ pub fn rasterize(shape: RasterShape, clip: &[[f64; 4]], triangles: &[[u32; 3]]) 
                 if !b.iter().all(|w| w.is_finite() && *w >= 0.0) {
                     continue;
                 }
-                let w = dot(b, p.map(|v| v[3]));
-                let depth = dot(b, p.map(|v| v[2])) / w;
+                let b3 = Vector3::from(b);
+                let w = b3.dot(&Vector3::from(p.map(|v| v[3])));
+                let depth = b3.dot(&Vector3::from(p.map(|v| v[2]))) / w;
                 if w > 0.0 && (0.0..=1.0).contains(&depth) && depth < nearest_depth {
                     nearest_depth = depth;
                     nearest = [b[0], b[1], depth, (t + 1) as f64];

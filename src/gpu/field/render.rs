@@ -1,8 +1,8 @@
 //! Rendering over packed samples (nerfacc's layout, `shaders/render.wgsl`). The frame's rays go
 //! in chunks whose sample lists fit one storage binding; per chunk a march counts each ray's
 //! occupied samples, a GPU prefix sum lays them out, a second march writes them, the field is
-//! evaluated once per sample, in tiles (an indirect dispatch sized on the GPU), and each ray composites
-//! its contiguous samples. Each chunk's sample total comes back with the image: a chunk whose
+//! evaluated once per sample, in tiles (an indirect dispatch sized on the GPU), and each ray
+//! composites its contiguous samples. Each chunk's sample total comes back with the image: a chunk whose
 //! samples outgrew its buffers is rendered again with larger ones (rare: buffers keep headroom
 //! over the densest chunk seen and are reused while they fit).
 
