@@ -139,6 +139,11 @@ pub fn extract(grid: &TetGrid, sdf: &[f64], deformation: &[[f64; 3]]) -> Surface
         })
     };
     for tet in &grid.tets {
+        // Most tetrahedra lie wholly inside or outside: skip them before any allocation.
+        let inside = tet.iter().filter(|&&p| sdf[p as usize] > 0.0).count();
+        if inside == 0 || inside == 4 {
+            continue;
+        }
         let (ins, outs): (Vec<u32>, Vec<u32>) = tet.iter().partition(|&&p| sdf[p as usize] > 0.0);
         let faces: Vec<[u32; 3]> = match (ins.as_slice(), outs.as_slice()) {
             (&[i], &[a, b, c]) => vec![[

@@ -696,6 +696,36 @@ fn point_queries_match_the_reference() {
     assert!(err < 1e-5, "relative error {err}");
 }
 
+/// The mesh stage's texture path: albedo gradients at surface points into the field's
+/// parameters, against the reference's backward with no density gradient.
+#[test]
+fn albedo_gradients_at_points_match_the_reference() {
+    let config = small_config();
+    let params = random_params(&config, 14);
+    let mut field = GpuField::new(context(), config.clone(), &params).unwrap();
+    let p64 = to_f64(&params);
+    let reference = ReferenceField::new(&config, &p64);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    // More points than one backward workgroup takes, so several groups add into the same rows.
+    let points: Vec<[f32; 3]> = (0..700)
+        .map(|_| std::array::from_fn(|_| rng.random_range(-0.9..0.9)))
+        .collect();
+    let grad: Vec<[f32; 3]> = (0..points.len())
+        .map(|_| std::array::from_fn(|_| rng.random_range(-1.0..1.0)))
+        .collect();
+    let albedo = field.albedo_backward(&points, &grad).unwrap();
+    let got = to_f64(&field.grads().unwrap());
+    let mut want = vec![0.0; p64.len()];
+    for ((p, g), a) in points.iter().zip(&grad).zip(&albedo) {
+        let s = reference.eval(p.map(f64::from));
+        for k in 0..3 {
+            assert!((s.rgb[k] - f64::from(a[k])).abs() < 1e-5, "albedo at {p:?}");
+        }
+        reference.backward(&s, 0.0, g.map(f64::from), &mut want);
+    }
+    assert_groups_close(&config, &got, &want, "albedo backward");
+}
+
 #[test]
 fn density_grids_match_the_reference_and_read_zero_in_empty_cells() {
     let config = small_config();

@@ -747,3 +747,82 @@ fn surface_renderer_gradients_match_the_f64_composition() {
         worst / scale
     );
 }
+
+/// The texture stage's render: colours looked up at the surface points equal interpolated vertex
+/// albedo when the colour is an affine function of position (interpolation is then exact), and
+/// the gradient to each point's colour matches a directional finite difference of the image.
+#[test]
+fn texture_renders_agree_with_vertex_albedo_and_their_gradients_with_finite_differences() {
+    let (positions, triangles) = scene();
+    let cameras = [
+        Camera::orbit(20.0, 30.0, 3.0, 45.0),
+        Camera::orbit(-10.0, 150.0, 3.2, 40.0),
+    ];
+    let size = 48;
+    let affine = |p: [f64; 3]| -> [f64; 3] {
+        [
+            0.5 + 0.3 * p[0] - 0.1 * p[2],
+            0.4 + 0.2 * p[1] + 0.25 * p[2],
+            0.6 - 0.2 * p[0] + 0.15 * p[1],
+        ]
+    };
+    let mut renderer = SurfaceRenderer::new(context(true)).unwrap();
+    let vertex_albedo: Vec<[f64; 3]> = positions.iter().map(|&p| affine(p)).collect();
+    let by_vertex = renderer
+        .render_albedo(&positions, &triangles, &vertex_albedo, &cameras, size)
+        .unwrap();
+    let colour = |points: &[[f32; 3]]| -> dream3d::Result<Vec<[f32; 3]>> {
+        Ok(points
+            .iter()
+            .map(|p| affine(p.map(f64::from)).map(|v| v as f32))
+            .collect())
+    };
+    let textured = renderer
+        .render_texture(&positions, &triangles, &cameras, size, colour)
+        .unwrap();
+    assert!(textured.points.len() > 500, "the scene covers the views");
+    let worst = by_vertex
+        .iter()
+        .zip(&textured.image)
+        .flat_map(|(a, b)| (0..4).map(move |c| (a[c] - b[c]).abs()))
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "texture vs vertex albedo: {worst}");
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    let grad: Vec<[f32; 4]> = (0..textured.image.len())
+        .map(|_| std::array::from_fn(|_| rng.random_range(-1.0..1.0)))
+        .collect();
+    let per_point = renderer.texture_backward(&grad).unwrap();
+    assert_eq!(per_point.len(), textured.points.len());
+    let direction: Vec<[f32; 3]> = (0..per_point.len())
+        .map(|_| std::array::from_fn(|_| rng.random_range(-1.0..1.0)))
+        .collect();
+    let analytic: f64 = per_point
+        .iter()
+        .zip(&direction)
+        .flat_map(|(g, d)| (0..3).map(move |k| f64::from(g[k]) * f64::from(d[k])))
+        .sum();
+    let mut loss = |eps: f32| -> f64 {
+        let base = colour(&textured.points).unwrap();
+        let moved: Vec<[f32; 3]> = base
+            .iter()
+            .zip(&direction)
+            .map(|(c, d)| std::array::from_fn(|k| c[k] + eps * d[k]))
+            .collect();
+        let image = renderer
+            .render_texture(&positions, &triangles, &cameras, size, |_| Ok(moved))
+            .unwrap()
+            .image;
+        image
+            .iter()
+            .zip(&grad)
+            .flat_map(|(v, g)| (0..4).map(move |c| f64::from(v[c]) * f64::from(g[c])))
+            .sum()
+    };
+    // The image is linear in the colours: a large step loses nothing but rounding.
+    let fd = (loss(0.25) - loss(-0.25)) / 0.5;
+    assert!(
+        (fd - analytic).abs() < 1e-3 * analytic.abs().max(1.0),
+        "directional derivative: finite difference {fd}, backward {analytic}"
+    );
+}

@@ -2,8 +2,8 @@
 //! differentiable rasteriser: per view and pixel, either the interpolated vertex normal (world
 //! space, normalised) as a colour (n̂ + 1)/2 — the geometry stage, with the backward to the
 //! vertex positions through the normals, the barycentrics and the silhouettes — or the
-//! interpolated vertex albedo — the texture stage, geometry frozen, with the backward to the
-//! albedo; each with the coverage, 0 off the surface, antialiased across silhouettes. Every vertex must lie in front of every
+//! interpolated vertex albedo or an albedo field's colour at the surface point under each
+//! pixel — the texture stage, geometry frozen, with the backward to the albedo; each with the coverage, 0 off the surface, antialiased across silhouettes. Every vertex must lie in front of every
 //! camera (no clipping at w = 0).
 
 use super::mesh_preview::view_projection;
@@ -21,6 +21,16 @@ enum Saved {
     Normals(NormalRender),
     /// Per pixel: whether a triangle covers it.
     Albedo(Vec<bool>),
+    /// As `Albedo`, for colours given per covered pixel.
+    Texture(Vec<bool>),
+}
+
+/// A surface rendered with colours looked up at its points (a texture field).
+pub struct TextureRender {
+    /// Per pixel (colour, coverage), antialiased.
+    pub image: Vec<[f32; 4]>,
+    /// The surface point under each covered pixel, in pixel order.
+    pub points: Vec<[f32; 3]>,
 }
 
 struct NormalRender {
@@ -160,6 +170,72 @@ impl SurfaceRenderer {
         let out = self.raster.antialias(&shaded, 4)?;
         self.saved = Some(Saved::Albedo(covered));
         Ok(pixels(&out))
+    }
+
+    /// `size`×`size` images of the surface from each camera, coloured by `albedo_at` at the
+    /// surface point under each covered pixel (interpolated from the vertex positions): the
+    /// texture stage's view of an albedo field, the geometry frozen.
+    pub fn render_texture(
+        &mut self,
+        positions: &[[f64; 3]],
+        triangles: &[[u32; 3]],
+        cameras: &[Camera],
+        size: u32,
+        albedo_at: impl FnOnce(&[[f32; 3]]) -> Result<Vec<[f32; 3]>>,
+    ) -> Result<TextureRender> {
+        let raster = self.rasterize(positions, triangles, cameras, size)?.raster;
+        let attributes: Vec<f32> = positions.iter().flatten().map(|&v| v as f32).collect();
+        let at_pixels = self.raster.interpolate(&attributes, 3)?;
+        let covered: Vec<bool> = raster.iter().map(|r| r[3] > 0.0).collect();
+        let points: Vec<[f32; 3]> = covered
+            .iter()
+            .zip(at_pixels.chunks_exact(3))
+            .filter(|(&c, _)| c)
+            .map(|(_, p)| [p[0], p[1], p[2]])
+            .collect();
+        let colours = albedo_at(&points)?;
+        if colours.len() != points.len() {
+            return Err(Error::Input(format!(
+                "{} colours for {} surface points",
+                colours.len(),
+                points.len()
+            )));
+        }
+        let mut next = colours.iter();
+        let shaded: Vec<f32> = covered
+            .iter()
+            .flat_map(|&c| match c {
+                true => {
+                    let a = next.next().expect("one colour per covered pixel");
+                    [a[0], a[1], a[2], 1.0]
+                }
+                false => [0.0; 4],
+            })
+            .collect();
+        let out = self.raster.antialias(&shaded, 4)?;
+        self.saved = Some(Saved::Texture(covered));
+        Ok(TextureRender {
+            image: pixels(&out),
+            points,
+        })
+    }
+
+    /// dL/d(colour) at each surface point of the last texture render (in its `points` order)
+    /// from dL/d(its pixels).
+    pub fn texture_backward(&mut self, grad: &[[f32; 4]]) -> Result<Vec<[f32; 3]>> {
+        let Some(Saved::Texture(covered)) = &self.saved else {
+            return Err(Error::Gpu(
+                "texture backward needs a texture render first".into(),
+            ));
+        };
+        let flat: Vec<f32> = grad.iter().flatten().copied().collect();
+        let (grad_shaded, _) = self.raster.antialias_backward(&flat)?;
+        Ok(covered
+            .iter()
+            .zip(grad_shaded.chunks_exact(4))
+            .filter(|(&c, _)| c)
+            .map(|(_, g)| [g[0], g[1], g[2]])
+            .collect())
     }
 
     /// dL/d(vertex albedo) from dL/d(the last albedo render's pixels), the geometry held fixed.
