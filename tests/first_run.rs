@@ -106,14 +106,17 @@ fn fit_then_generate_as_typed() {
     }
     assert!(run.join("field.safetensors").is_file(), "{log}");
 
-    // The interrupted run finishes as its message says, here without further steps; a field a
-    // step or two old is the initial blob, whose surface lies at density 5, not threestudio's 25.
+    // The interrupted run finishes as its message says, here without further steps and without
+    // the mesh stage; a field a step or two old is the initial blob, whose surface lies at
+    // density 5, not threestudio's 25.
     let finish = dream3d(&[
         "generate",
         "--resume",
         "dream3d-runs/generate",
         "--steps",
         "1",
+        "--refine-steps",
+        "0",
         "--threshold",
         "5",
         "--resolution",

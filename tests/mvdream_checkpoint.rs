@@ -591,7 +591,8 @@ fn previews_with_an_explicit_config_from_another_folder() {
 }
 
 /// A small, fast `generate` configuration: 64² renders of a small field with a neural
-/// background (augmented half of the time), 32² model input.
+/// background (augmented half of the time), 32² model input; no mesh stage unless a test asks
+/// for one with `--refine-steps`, then on a 16-cell grid.
 const GENERATE_TOML: &str = r#"
 checkpoint_every = 5
 validate_every = 10
@@ -613,6 +614,13 @@ base_resolution = 4
 per_level_scale = 2.0
 hidden = 16
 background = { neural = { hidden = 8 } }
+
+[refine]
+geometry_steps = 0
+texture_steps = 0
+resolution = 16
+threshold = 5.0
+image_size = 64
 "#;
 
 #[test]
@@ -732,6 +740,113 @@ fn generate_distils_checkpoints_resumes_and_exports() {
         String::from_utf8_lossy(&out.stderr).contains("--resume"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Both stages on the tiny MVDream: the field, then the mesh stage, interrupted by Ctrl-C
+/// inside it and resumed; every step of the three phases logged once, validation grids of each
+/// phase, and a refined mesh exported as a valid .glb with its turntable.
+#[test]
+fn generate_refines_a_mesh_resumes_inside_that_stage_and_exports_it() {
+    let dir = generate_dir();
+    let run = dir.path().join("run");
+    let generate = || {
+        let mut cmd = common::dream3d(dir.path());
+        cmd.args([
+            "generate",
+            "--mvdream",
+            "tiny-4view.safetensors",
+            "--frames",
+            "3",
+        ]);
+        cmd
+    };
+    let mut child = generate()
+        .args(["--prompt", "a chair", "--config", "small.toml"])
+        .args(["--steps", "10", "--refine-steps", "20"])
+        .args(["--seed", "4", "--run-dir", "run", "-o", "mesh.glb"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logged =
+        || std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |m| m.lines().count());
+    let waited = std::time::Instant::now();
+    while logged() < 13 {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "generate ended before the mesh stage: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            waited.elapsed().as_secs() < 300,
+            "the run does not reach the mesh stage"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = common::interrupt(child);
+    common::assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(run.join("surface.safetensors").is_file(), "{stderr}");
+    assert!(!dir.path().join("mesh.glb").exists());
+    let stopped = logged();
+    assert!((13..50).contains(&stopped), "stopped after {stopped} steps");
+
+    // The field's steps are fixed once the mesh stage has begun.
+    let out = generate()
+        .args(["--resume", "run", "--steps", "12", "-o", "mesh.glb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the mesh stage has begun"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = generate()
+        .args(["--resume", "run", "-o", "mesh.glb"])
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    assert_eq!(
+        logged_steps(&run),
+        (0..50).collect::<Vec<_>>(),
+        "each step of the field, geometry and texture phases logged once"
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let phases: Vec<String> = metrics
+        .lines()
+        .map(|l| {
+            let m: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(m["loss"].as_f64().unwrap().is_finite(), "{l}");
+            m["phase"].as_str().unwrap_or("field").to_string()
+        })
+        .collect();
+    assert_eq!(phases[9], "field");
+    assert_eq!(phases[10], "geometry");
+    assert_eq!(phases[29], "geometry");
+    assert_eq!(phases[30], "texture");
+    for grid in [
+        "geometry-00010.png",
+        "geometry-00020.png",
+        "texture-00020.png",
+    ] {
+        assert!(run.join("validation").join(grid).is_file(), "{grid}");
+    }
+    assert!(run.join("texture.safetensors").is_file());
+    assert!(run.join("turntable.gif").is_file());
+    let glb = dir.path().join("mesh.glb");
+    let issues = common::validate_gltf(&glb);
+    assert_eq!(issues["numErrors"], 0, "{issues}");
+    assert_eq!(issues["numWarnings"], 0, "{issues}");
+    let bytes = std::fs::read(&glb).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("\"method\":\"dmtet\""),
+        "the export is not the refined surface"
     );
 }
 

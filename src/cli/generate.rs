@@ -11,6 +11,7 @@ use dream3d::conditioning::{chosen_distribution, MixSpec, Source};
 use dream3d::distill::assets::{
     Asset, AssetEvent, Finish, Plan, PlanOutcome, PlannedAsset, PLAN_FILE,
 };
+use dream3d::distill::refine::Phase;
 use dream3d::distill::run::{Conditioning, GenerateConfig, GenerateEvent, Outcome};
 use dream3d::gpu::GpuContext;
 use dream3d::mesh::export::{Albedo, ExportSettings};
@@ -61,6 +62,10 @@ pub struct GenerateArgs {
     /// Optimisation steps [10000].
     #[arg(long)]
     steps: Option<u64>,
+    /// Steps of each phase of the mesh stage after the field: N geometry steps (DMTet on normal
+    /// maps), then N texture steps; 0 exports the field's isosurface instead [1000].
+    #[arg(long, value_name = "N")]
+    refine_steps: Option<u64>,
     /// Classifier-free guidance scale [50].
     #[arg(long)]
     guidance: Option<f64>,
@@ -142,8 +147,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.resume {
         if resuming_plan {
             let mut plan = Plan::open(dir)?;
-            if let Some(steps) = args.steps {
-                plan.set_steps(dir, steps)?;
+            if args.steps.is_some() || args.refine_steps.is_some() {
+                plan.set_steps(dir, args.steps, args.refine_steps)?;
             }
             let mv = load_mv(&plan.config.model)?;
             let outcome = plan.run(dir, &ctx, &mv, &finish, &stop, &device, &mut |e| {
@@ -152,10 +157,19 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             display.finish();
             return report_plan(outcome?, &plan, dir);
         }
-        let asset = Asset::resume(&ctx, dir, args.steps, &device, outputs[0].clone())
+        let adjust = |config: &mut GenerateConfig| {
+            if let Some(steps) = args.steps {
+                config.distill.steps = steps;
+            }
+            if let Some(n) = args.refine_steps {
+                config.refine.geometry_steps = n;
+                config.refine.texture_steps = n;
+            }
+        };
+        let asset = Asset::resume(&ctx, dir, adjust, &device, outputs[0].clone())
             .with_context(|| format!("resuming {}", dir.display()))?;
         let mv = load_mv(&asset.config.model)?;
-        eprintln!("resuming {} at step {}", dir.display(), asset.field.step);
+        eprintln!("resuming {}", dir.display());
         let outcome = asset.generate(&mv, &finish, &stop, &mut |e| display.show(e));
         display.finish();
         return report_asset(outcome, dir);
@@ -167,6 +181,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     if let Some(steps) = args.steps {
         config.distill.steps = steps;
+    }
+    if let Some(n) = args.refine_steps {
+        config.refine.geometry_steps = n;
+        config.refine.texture_steps = n;
     }
     if let Some(g) = args.guidance {
         config.guidance.scale = g;
@@ -344,6 +362,20 @@ fn show(progress: &Progress, event: &GenerateEvent) {
         GenerateEvent::Step(r) => progress.step(
             r.step + 1,
             format!("{}² t={} loss {:.4}", r.size, r.t, r.loss),
+        ),
+        GenerateEvent::Refine(r) => progress.step(
+            r.step + 1,
+            format!(
+                "{} {}² t={} loss {:.4}, {} triangles",
+                match r.phase {
+                    Phase::Geometry => "geometry",
+                    Phase::Texture => "texture",
+                },
+                r.size,
+                r.t,
+                r.loss,
+                r.triangles
+            ),
         ),
         GenerateEvent::Checkpoint { next_step } => {
             progress.line(format!("checkpoint at step {next_step}"))

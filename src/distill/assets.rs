@@ -7,12 +7,14 @@
 
 use super::guidance::MultiViewGuidance;
 use super::latents::LatentEncoder;
+use super::refine::{self, RefineOutcome, Refined, Refiner, SURFACE_FILE};
 use super::run::{self, Conditioning, GenerateConfig, GenerateEvent, Outcome, FIELD_FILE};
 use super::step::Distiller;
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
+use crate::gpu::surface::SurfaceRenderer;
 use crate::gpu::{GpuContext, GpuField};
-use crate::mesh::export::{export_glb, ExportSettings};
+use crate::mesh::export::{export_glb, export_mesh_glb, ExportSettings};
 use crate::mvdream::MvdreamModel;
 use crate::run_dir::RunDir;
 use crate::turntable::Turntable;
@@ -73,17 +75,27 @@ impl Asset {
         })
     }
 
-    /// The run in `root` from its last checkpoint; `steps` extends (or shortens) it.
+    /// The run in `root` from its last checkpoint; `adjust` may change its step counts (its
+    /// settings are then validated and saved). The field's steps cannot change once the mesh
+    /// stage has begun.
     pub fn resume(
         ctx: &Arc<GpuContext>,
         root: &Path,
-        steps: Option<u64>,
+        adjust: impl FnOnce(&mut GenerateConfig),
         device: &Device,
         output: PathBuf,
     ) -> Result<Self> {
         let (run, mut config) = RunDir::open::<GenerateConfig>(root)?;
-        if let Some(steps) = steps {
-            config.distill.steps = steps;
+        let before = config.clone();
+        adjust(&mut config);
+        if config != before {
+            if config.distill.steps != before.distill.steps && run.path(SURFACE_FILE).is_file() {
+                return Err(Error::Input(format!(
+                    "{}: the mesh stage has begun after {} field steps, which can no longer change; resume without --steps",
+                    root.display(),
+                    before.distill.steps
+                )));
+            }
             config.validate()?;
             run.save_config(&config)?;
         }
@@ -126,7 +138,7 @@ impl Asset {
         on_event(AssetEvent::Distilling {
             run: &self.run.root,
             from_step: distiller.field.step,
-            steps: self.config.distill.steps,
+            steps: self.config.total_steps(),
         });
         let outcome = run::run(
             &self.config,
@@ -137,7 +149,10 @@ impl Asset {
             stop,
             |e| on_event(AssetEvent::Run(e)),
         )?;
-        if let Outcome::Finished = outcome {
+        if let Outcome::Interrupted { .. } = outcome {
+            return Ok(outcome);
+        }
+        if !self.config.refine.enabled() {
             finish_asset(
                 &mut distiller.field,
                 &self.config,
@@ -146,8 +161,30 @@ impl Asset {
                 &self.output,
                 on_event,
             )?;
+            return Ok(outcome);
         }
-        Ok(outcome)
+        let mut refiner = Refiner {
+            config: &self.config,
+            guidance: &guidance,
+            encoder: &encoder,
+            renderer: SurfaceRenderer::new(distiller.field.ctx.clone())?,
+        };
+        match refine::run(&mut refiner, &distiller.field, &self.run, stop, |e| {
+            on_event(AssetEvent::Run(e))
+        })? {
+            RefineOutcome::Interrupted { next_step } => Ok(Outcome::Interrupted { next_step }),
+            RefineOutcome::Finished(refined) => {
+                finish_refined(
+                    &mut refiner,
+                    &refined,
+                    &self.run,
+                    finish,
+                    &self.output,
+                    on_event,
+                )?;
+                Ok(Outcome::Finished)
+            }
+        }
     }
 }
 
@@ -206,6 +243,73 @@ fn finish_asset(
             ..Turntable::default()
         };
         let frames = turntable.render(|camera| turntable.field_view(field, camera), |_| {})?;
+        let gif = run.path("turntable.gif");
+        turntable.write_gif(&gif, &frames)?;
+        on_event(AssetEvent::Turntable { path: &gif });
+    }
+    Ok(())
+}
+
+/// The mesh stage's surface, welded and cleaned as the field's export is, with the texture
+/// field's albedo; and its turntable.
+fn finish_refined(
+    refiner: &mut Refiner,
+    refined: &Refined,
+    run: &RunDir,
+    finish: &Finish,
+    output: &Path,
+    on_event: &mut dyn FnMut(AssetEvent),
+) -> Result<()> {
+    let config = refiner.config;
+    let mesh = refined.surface.mesh(finish.export.min_component);
+    let metadata = serde_json::json!({
+        "source": run.root.display().to_string(),
+        "step": config.total_steps(),
+        "conditioning": config.conditioning,
+        "surface": {
+            "method": "dmtet",
+            "resolution": refined.surface.grid.resolution,
+            "geometry_steps": refined.surface.step,
+            "texture_steps": refined.texture.step,
+            "min_component": finish.export.min_component,
+        },
+    });
+    let mesh = export_mesh_glb(
+        &refined.texture,
+        mesh,
+        finish.export.albedo,
+        output,
+        metadata,
+    )
+    .map_err(|e| {
+        Error::Input(format!(
+            "exporting {}: {e} (the checkpoints are kept in {})",
+            output.display(),
+            run.root.display()
+        ))
+    })?;
+    on_event(AssetEvent::Exported {
+        path: output,
+        triangles: mesh.triangles.len(),
+    });
+    if finish.frames > 0 {
+        let turntable = Turntable {
+            frames: finish.frames,
+            ..Turntable::default()
+        };
+        let surface = refined.surface.surface();
+        let frames = turntable.render(
+            |camera| {
+                refiner.surface_view(
+                    &surface,
+                    Some(&refined.texture),
+                    camera,
+                    turntable.size,
+                    [1.0; 3],
+                )
+            },
+            |_| {},
+        )?;
         let gif = run.path("turntable.gif");
         turntable.write_gif(&gif, &frames)?;
         on_event(AssetEvent::Turntable { path: &gif });
@@ -285,9 +389,21 @@ impl Plan {
         write_atomic(&root.join(PLAN_FILE), text.as_bytes())
     }
 
-    /// Changes every asset's step count, started or not.
-    pub fn set_steps(&mut self, root: &Path, steps: u64) -> Result<()> {
-        self.config.distill.steps = steps;
+    /// Changes every asset's step counts, started or not: the field's, and each phase of the
+    /// mesh stage's.
+    pub fn set_steps(
+        &mut self,
+        root: &Path,
+        steps: Option<u64>,
+        refine: Option<u64>,
+    ) -> Result<()> {
+        if let Some(steps) = steps {
+            self.config.distill.steps = steps;
+        }
+        if let Some(refine) = refine {
+            self.config.refine.geometry_steps = refine;
+            self.config.refine.texture_steps = refine;
+        }
         self.config.validate()?;
         self.save(root)
     }
@@ -311,8 +427,18 @@ impl Plan {
             let output = planned.output.clone();
             let checkpoint = dir.join(FIELD_FILE);
             let asset = if checkpoint.is_file() {
-                let asset =
-                    Asset::resume(ctx, &dir, Some(self.config.distill.steps), device, output)?;
+                let shared = &self.config;
+                let asset = Asset::resume(
+                    ctx,
+                    &dir,
+                    |config| {
+                        config.distill.steps = shared.distill.steps;
+                        config.refine.geometry_steps = shared.refine.geometry_steps;
+                        config.refine.texture_steps = shared.refine.texture_steps;
+                    },
+                    device,
+                    output,
+                )?;
                 let done = asset.field.step >= asset.config.distill.steps;
                 on_event(AssetEvent::Asset {
                     index,

@@ -5,6 +5,7 @@
 pub mod assets;
 pub mod guidance;
 pub mod latents;
+pub mod refine;
 pub mod run;
 pub mod schedule;
 pub mod step;

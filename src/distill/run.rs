@@ -4,6 +4,7 @@
 
 use super::guidance::{Guidance, GuidanceSettings};
 use super::latents::LatentEncoder;
+use super::refine::{RefineReport, RefineSettings};
 use super::step::{DistillSettings, Distiller, StepReport};
 use crate::error::{Error, Result};
 use crate::gpu::GpuField;
@@ -33,7 +34,9 @@ pub struct GenerateConfig {
     pub model: String,
     pub guidance: GuidanceSettings,
     pub distill: DistillSettings,
-    /// Steps between field checkpoints.
+    /// The mesh stage after the field.
+    pub refine: RefineSettings,
+    /// Steps between checkpoints.
     pub checkpoint_every: u64,
     /// Steps between validation grids (4 views at the evaluation camera).
     pub validate_every: u64,
@@ -46,6 +49,7 @@ impl Default for GenerateConfig {
             model: String::new(),
             guidance: GuidanceSettings::default(),
             distill: DistillSettings::default(),
+            refine: RefineSettings::default(),
             checkpoint_every: 500,
             validate_every: 1000,
         }
@@ -68,7 +72,13 @@ impl GenerateConfig {
                 "guidance: scale must be finite and rescale within [0, 1]".into(),
             ));
         }
-        self.distill.validate()
+        self.distill.validate()?;
+        self.refine.validate()
+    }
+
+    /// Steps of the whole run: the field's, then the mesh stage's.
+    pub fn total_steps(&self) -> u64 {
+        self.distill.steps + self.refine.geometry_steps + self.refine.texture_steps
     }
 }
 
@@ -115,8 +125,15 @@ impl Conditioning {
 
 pub enum GenerateEvent<'a> {
     Step(&'a StepReport),
-    Checkpoint { next_step: u64 },
-    Validation { step: u64, path: std::path::PathBuf },
+    /// A step of the mesh stage.
+    Refine(&'a RefineReport),
+    Checkpoint {
+        next_step: u64,
+    },
+    Validation {
+        step: u64,
+        path: std::path::PathBuf,
+    },
 }
 
 pub enum Outcome {
@@ -153,6 +170,10 @@ pub fn run(
     mut on_event: impl FnMut(GenerateEvent),
 ) -> Result<Outcome> {
     let start = distiller.field.step;
+    if start >= config.distill.steps {
+        // Done: the metrics log may go on with the mesh stage's steps.
+        return Ok(Outcome::Finished);
+    }
     run.truncate_metrics(start as usize)?;
     if !run.path(FIELD_FILE).exists() {
         // A last good field from the start: what a crash or a diverging step falls back to.

@@ -12,6 +12,7 @@ use crate::field::{Background, FieldConfig, RenderSettings};
 use crate::gpu::{AdamConfig, GpuField};
 use crate::random::{randn, step_rng};
 use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -179,8 +180,6 @@ impl Distiller {
         let mut rng = step_rng(s.seed, step);
         let cameras = self.cameras(step, &mut rng);
         let mut times = StageTimes::default();
-        let device = encoder.vae_device();
-        let dtype = encoder.vae_dtype();
 
         let start = Instant::now();
         let settings = RenderSettings {
@@ -193,52 +192,22 @@ impl Distiller {
         let rendered = self.field.render(&cameras, size, size, &settings)?;
         times.render = seconds(start);
 
-        let start = Instant::now();
-        let views = Var::from_tensor(
-            &to_planar(&rendered.color, cameras.len(), size, &device)?.to_dtype(dtype)?,
+        let score = score_views(
+            &rendered.color,
+            &cameras,
+            size,
+            |rng| s.timesteps.sample(step, guidance.train_steps(), rng),
+            step,
+            &mut rng,
+            guidance,
+            encoder,
         )?;
-        let (z, h, w) = encoder.latent_shape();
-        let shape = [cameras.len(), z, h, w];
-        let posterior = randn(&mut rng, &shape, dtype, &device)?;
-        let latents = encoder.encode(views.as_tensor(), &posterior)?;
-        times.encode = seconds(start);
+        times.encode = score.seconds[0];
+        times.guidance = score.seconds[1];
+        times.encode_backward = score.seconds[2];
 
         let start = Instant::now();
-        let t = s.timesteps.sample(step, guidance.train_steps(), &mut rng);
-        let noise = randn(&mut rng, &shape, dtype, &device)?;
-        let gradient = guidance.gradient(&latents, &cameras, t, &noise)?;
-        times.guidance = seconds(start);
-        if !gradient.loss.is_finite() {
-            return Err(Error::NonFinite {
-                step,
-                what: format!("guidance loss {}", gradient.loss),
-            });
-        }
-
-        let start = Instant::now();
-        let grads = (latents * gradient.grad.detach())?.sum_all()?.backward()?;
-        let pixel_grad = grads
-            .get(views.as_tensor())
-            .ok_or_else(|| Error::Gpu("the rendered views got no gradient".into()))?
-            .to_dtype(DType::F32)?;
-        // In f64: large but finite gradients must not overflow into a false alarm.
-        let pixel_grad_norm = pixel_grad
-            .to_dtype(DType::F64)?
-            .sqr()?
-            .sum_all()?
-            .sqrt()?
-            .to_scalar::<f64>()?;
-        if !pixel_grad_norm.is_finite() {
-            return Err(Error::NonFinite {
-                step,
-                what: "pixel gradient".into(),
-            });
-        }
-        let per_pixel = to_interleaved(&pixel_grad, size)?;
-        times.encode_backward = seconds(start);
-
-        let start = Instant::now();
-        self.field.backward(&per_pixel)?;
+        self.field.backward(&score.grad)?;
         times.render_backward = seconds(start);
 
         let start = Instant::now();
@@ -260,13 +229,90 @@ impl Distiller {
 
         Ok(StepReport {
             step,
-            loss: gradient.loss,
-            t,
+            loss: score.loss,
+            t: score.t,
             size,
-            pixel_grad_norm,
+            pixel_grad_norm: score.grad_norm,
             seconds: times,
         })
     }
+}
+
+/// What the guidance makes of a batch of rendered views.
+pub struct ViewScore {
+    pub loss: f64,
+    pub t: usize,
+    /// dL/d(rgb) per pixel (view-major, row-major; opacity 0), as the renderers take it.
+    pub grad: Vec<[f32; 4]>,
+    pub grad_norm: f64,
+    /// Encoding, guidance, and the backward through the encoder.
+    pub seconds: [f64; 3],
+}
+
+/// Encodes `views` (per pixel rgba, `size`² each, rendered from `cameras`) to latents keeping
+/// the graph, takes the guidance's gradient at a timestep from `timestep`, and brings it back
+/// to the pixels. A non-finite loss or pixel gradient is an [`Error::NonFinite`] at `step`.
+#[allow(clippy::too_many_arguments)]
+pub fn score_views(
+    views: &[[f32; 4]],
+    cameras: &[Camera],
+    size: u32,
+    timestep: impl FnOnce(&mut StdRng) -> usize,
+    step: u64,
+    rng: &mut StdRng,
+    guidance: &dyn Guidance,
+    encoder: &LatentEncoder,
+) -> Result<ViewScore> {
+    let device = encoder.vae_device();
+    let dtype = encoder.vae_dtype();
+    let start = Instant::now();
+    let views =
+        Var::from_tensor(&to_planar(views, cameras.len(), size, &device)?.to_dtype(dtype)?)?;
+    let (z, h, w) = encoder.latent_shape();
+    let shape = [cameras.len(), z, h, w];
+    let posterior = randn(rng, &shape, dtype, &device)?;
+    let latents = encoder.encode(views.as_tensor(), &posterior)?;
+    let encode = seconds(start);
+
+    let start = Instant::now();
+    let t = timestep(rng);
+    let noise = randn(rng, &shape, dtype, &device)?;
+    let gradient = guidance.gradient(&latents, cameras, t, &noise)?;
+    let guided = seconds(start);
+    if !gradient.loss.is_finite() {
+        return Err(Error::NonFinite {
+            step,
+            what: format!("guidance loss {}", gradient.loss),
+        });
+    }
+
+    let start = Instant::now();
+    let grads = (latents * gradient.grad.detach())?.sum_all()?.backward()?;
+    let pixel_grad = grads
+        .get(views.as_tensor())
+        .ok_or_else(|| Error::Gpu("the rendered views got no gradient".into()))?
+        .to_dtype(DType::F32)?;
+    // In f64: large but finite gradients must not overflow into a false alarm.
+    let grad_norm = pixel_grad
+        .to_dtype(DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .sqrt()?
+        .to_scalar::<f64>()?;
+    if !grad_norm.is_finite() {
+        return Err(Error::NonFinite {
+            step,
+            what: "pixel gradient".into(),
+        });
+    }
+    let grad = to_interleaved(&pixel_grad, size)?;
+    Ok(ViewScore {
+        loss: gradient.loss,
+        t,
+        grad,
+        grad_norm,
+        seconds: [encode, guided, seconds(start)],
+    })
 }
 
 /// Rendered pixels (view-major, row-major, rgba) → B × 3 × size × size.

@@ -2,9 +2,10 @@
 //! differentiable rasteriser: per view and pixel, either the interpolated vertex normal (world
 //! space, normalised) as a colour (n̂ + 1)/2 — the geometry stage, with the backward to the
 //! vertex positions through the normals, the barycentrics and the silhouettes — or the
-//! interpolated vertex albedo or an albedo field's colour at the surface point under each
-//! pixel — the texture stage, geometry frozen, with the backward to the albedo; each with the coverage, 0 off the surface, antialiased across silhouettes. Every vertex must lie in front of every
-//! camera (no clipping at w = 0).
+//! interpolated vertex albedo, or an albedo field's colour at the surface point under each
+//! pixel — the texture stage, geometry frozen, with the backward to the albedo. Each comes with
+//! the coverage, 0 off the surface, antialiased across silhouettes. Every vertex must lie in
+//! front of every camera (no clipping at w = 0).
 
 use super::mesh_preview::view_projection;
 use super::raster::GpuRasterizer;

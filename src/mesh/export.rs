@@ -110,6 +110,41 @@ pub fn export_glb(
 ) -> Result<TriangleMesh> {
     let (mesh, colors) = extract(field, settings)?;
     metadata["export"] = serde_json::json!(settings);
+    write_surface(field, mesh, &colors, settings.albedo, path, metadata)
+}
+
+/// Writes `mesh` (a surface made elsewhere, e.g. the mesh stage's) as a GLB at `path`
+/// (atomically), with `field`'s albedo at its surface as `albedo` says and `metadata` plus the
+/// field configuration in `extras`. Returns the mesh written.
+pub fn export_mesh_glb(
+    field: &GpuField,
+    mesh: TriangleMesh,
+    albedo_mode: Albedo,
+    path: &std::path::Path,
+    metadata: serde_json::Value,
+) -> Result<TriangleMesh> {
+    if mesh.triangles.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: the surface has no triangles to export",
+            path.display()
+        )));
+    }
+    let colors = match albedo_mode {
+        Albedo::Vertex => albedo(field, &mesh.positions)?,
+        _ => vec![],
+    };
+    write_surface(field, mesh, &colors, albedo_mode, path, metadata)
+}
+
+/// `mesh` as a GLB with vertex `colors`, a texture baked from `field`, or neither.
+fn write_surface(
+    field: &GpuField,
+    mesh: TriangleMesh,
+    colors: &[[f32; 3]],
+    albedo_mode: Albedo,
+    path: &std::path::Path,
+    mut metadata: serde_json::Value,
+) -> Result<TriangleMesh> {
     metadata["field"] = serde_json::json!(field.config);
     let normals = mesh.vertex_normals();
     let contents = |mesh, normals, surface, metadata| GlbContents {
@@ -118,7 +153,7 @@ pub fn export_glb(
         surface,
         metadata,
     };
-    match settings.albedo {
+    match albedo_mode {
         Albedo::Texture(side) => {
             let (atlas, image) = bake_texture(field, &mesh, side)?;
             metadata["texture"] = serde_json::json!({ "size": side, "charts": atlas.charts });
@@ -132,8 +167,8 @@ pub fn export_glb(
             Ok(atlas.mesh)
         }
         Albedo::Vertex | Albedo::None => {
-            let surface = match settings.albedo {
-                Albedo::Vertex => Surface::VertexColors(&colors),
+            let surface = match albedo_mode {
+                Albedo::Vertex => Surface::VertexColors(colors),
                 _ => Surface::Plain,
             };
             write_glb(path, &contents(&mesh, &normals, surface, metadata))?;
