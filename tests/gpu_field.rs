@@ -718,8 +718,8 @@ fn albedo_gradients_at_points_match_the_reference() {
     let mut want = vec![0.0; p64.len()];
     for ((p, g), a) in points.iter().zip(&grad).zip(&albedo) {
         let s = reference.eval(p.map(f64::from));
-        for k in 0..3 {
-            assert!((s.rgb[k] - f64::from(a[k])).abs() < 1e-5, "albedo at {p:?}");
+        for (want, got) in s.rgb.iter().zip(a) {
+            assert!((want - f64::from(*got)).abs() < 1e-5, "albedo at {p:?}");
         }
         reference.backward(&s, 0.0, g.map(f64::from), &mut want);
     }
