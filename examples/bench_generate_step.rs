@@ -8,16 +8,9 @@
 //!         [--background solid|neural|augmented] [--json OUT.json] [--f32]
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
-use dream3d::distill::guidance::{GuidanceSettings, MultiViewGuidance};
-use dream3d::distill::latents::LatentEncoder;
+use candle_core::{DType, Device};
 use dream3d::distill::step::{DistillSettings, Distiller, StepReport};
 use dream3d::gpu::{GpuContext, GpuField};
-use dream3d::models::{AutoencoderKL, UNet2DConditionModel};
-use dream3d::mvdream::checkpoint::noise_schedule;
-use dream3d::mvdream::{MvUNetParams, MvdreamArchitecture};
-use dream3d::weights::Weights;
-use std::path::Path;
 use std::sync::Arc;
 
 mod common;
@@ -36,28 +29,9 @@ fn main() -> Result<()> {
     } else {
         DType::F16
     };
-    let (config, layout) = MvUNetParams::default().unet_config(Path::new("sd-v2-base.yaml"))?;
-    let unet = UNet2DConditionModel::load(config, layout, &Weights::random(0, dtype, &dev))?;
-    let arch = MvdreamArchitecture::default();
-    let vae = AutoencoderKL::load(arch.vae.clone(), &Weights::random(1, dtype, &dev))?;
-    let schedule = noise_schedule()?;
-    let embedding = |seed: u64| -> Result<Tensor> {
-        Ok(Tensor::randn(0f32, 1.0, (1, 77, 1024), &dev)?
-            .affine(0.1 * seed as f64, 0.0)?
-            .to_dtype(dtype)?)
-    };
-    let guidance = MultiViewGuidance {
-        unet: &unet,
-        schedule: &schedule,
-        cond: embedding(2)?,
-        uncond: embedding(3)?,
-        views: 4,
-        settings: GuidanceSettings::default(),
-    };
-    let encoder = LatentEncoder {
-        vae: &vae,
-        size: 256,
-    };
+    let networks = common::RandomMvdream::new(dtype, &dev)?;
+    let guidance = networks.guidance();
+    let encoder = networks.encoder();
     let ctx = Arc::new(GpuContext::new()?);
     // `--background solid` (default here), `neural` or `augmented` (generate's default: the
     // neural environment map, replaced by a random colour half of the time). With these random

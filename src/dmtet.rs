@@ -186,6 +186,28 @@ pub fn extract(grid: &TetGrid, sdf: &[f64], deformation: &[[f64; 3]]) -> Surface
     surface
 }
 
+/// nvdiffrec's SDF sign regulariser, against spurious surfaces: over the grid edges the surface
+/// crosses, the mean of the binary cross-entropies between each end's sign probability σ(s) and
+/// the other end's sign, softplus(sₐ) + softplus(−s_b) for inside a and outside b; with its
+/// gradient per grid point (it shrinks signed distances on both sides of the surface).
+pub fn sign_consistency(surface: &Surface, sdf: &[f64]) -> (f64, Vec<f64>) {
+    let mut grad = vec![0.0; sdf.len()];
+    if surface.edges.is_empty() {
+        return (0.0, grad);
+    }
+    let n = surface.edges.len() as f64;
+    let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
+    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let mut loss = 0.0;
+    for &[a, b] in &surface.edges {
+        let (sa, sb) = (sdf[a as usize], sdf[b as usize]);
+        loss += softplus(sa) + softplus(-sb);
+        grad[a as usize] += sigmoid(sa) / n;
+        grad[b as usize] -= sigmoid(-sb) / n;
+    }
+    (loss / n, grad)
+}
+
 impl Surface {
     /// The surface as a mesh (f32 positions) for export, previews and topology checks.
     pub fn to_mesh(&self) -> TriangleMesh {

@@ -67,6 +67,9 @@ pub enum Error {
     #[error("step {step}: the field's parameters went non-finite in its AdamW update ({groups}); the field is not saved, its last checkpoint is kept: lower that group's learning rate, then resume")]
     NonFiniteField { step: u64, groups: String },
 
+    #[error("step {step}: the DMTet grid's signed distances or deformations went non-finite in its Adam update; the surface is not saved, surface.safetensors keeps its last checkpoint: lower [refine] lr in the run's config.toml, then resume")]
+    NonFiniteSurface { step: u64 },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

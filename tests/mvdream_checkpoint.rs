@@ -848,6 +848,34 @@ fn generate_refines_a_mesh_resumes_inside_that_stage_and_exports_it() {
         text.contains("\"method\":\"dmtet\""),
         "the export is not the refined surface"
     );
+
+    // A texture field gone non-finite stops the run, its last checkpoint kept.
+    let good = std::fs::read(run.join("texture.safetensors")).unwrap();
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let at = config
+        .rfind("lr_grid = 0.01")
+        .expect("the texture's AdamW in config.toml");
+    let absurd = format!("{}lr_grid = 1e39{}", &config[..at], &config[at + 14..]);
+    assert!(
+        absurd.contains("lr_grid = 0.01"),
+        "the field's own AdamW changed"
+    );
+    std::fs::write(run.join("config.toml"), absurd).unwrap();
+    let out = generate()
+        .args(["--resume", "run", "--refine-steps", "25", "-o", "again.glb"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("step 50: the field's parameters went non-finite"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(run.join("texture.safetensors")).unwrap(),
+        good,
+        "the texture's checkpoint changed"
+    );
 }
 
 /// A folder with the tiny MVDream (`tiny-4view.safetensors`) and [`GENERATE_TOML`] as

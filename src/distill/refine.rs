@@ -12,7 +12,7 @@ use super::run::{GenerateConfig, GenerateEvent, FIELD_FILE, VALIDATION_DIR};
 use super::schedule::{Ramp, TimestepSchedule};
 use super::step::{score_views, ViewScore};
 use crate::camera::Camera;
-use crate::dmtet::{extract, sdf_from_field, Surface, TetGrid};
+use crate::dmtet::{extract, sdf_from_field, sign_consistency, Surface, TetGrid};
 use crate::error::{Error, Result};
 use crate::gpu::surface::SurfaceRenderer;
 use crate::gpu::{AdamConfig, GpuField};
@@ -62,6 +62,9 @@ pub struct RefineSettings {
     /// vertices (prolificdreamer-geometry's λ).
     pub normal_consistency: f64,
     pub laplacian: f64,
+    /// Weight of nvdiffrec's SDF sign regulariser (`dmtet::sign_consistency`), against
+    /// spurious surfaces; threestudio's refine configs leave it out, and so does the default.
+    pub sign_consistency: f64,
     /// AdamW on the field in the texture phase (prolificdreamer-texture's learning rates).
     pub texture_adam: AdamConfig,
     /// Solid colour behind the surface.
@@ -91,6 +94,7 @@ impl Default for RefineSettings {
             eps: 1e-15,
             normal_consistency: 1e4,
             laplacian: 1e4,
+            sign_consistency: 0.0,
             texture_adam: AdamConfig::default(),
             background: [1.0; 3],
         }
@@ -121,7 +125,7 @@ impl RefineSettings {
         {
             return bad("lr > 0, eps ≥ 0 and betas in [0, 1) are required".into());
         }
-        if self.normal_consistency < 0.0 || self.laplacian < 0.0 {
+        if self.normal_consistency < 0.0 || self.laplacian < 0.0 || self.sign_consistency < 0.0 {
             return bad("regulariser weights must not be negative".into());
         }
         if !self.background.iter().all(|c| (0.0..=1.0).contains(c)) {
@@ -343,6 +347,7 @@ pub struct RefineReport {
     /// The regularisers' values (geometry phase).
     pub normal_consistency: f64,
     pub laplacian: f64,
+    pub sign_consistency: f64,
     pub t: usize,
     pub size: u32,
     pub pixel_grad_norm: f64,
@@ -452,17 +457,18 @@ impl Refiner<'_> {
                 g[k] += s.normal_consistency * a[k] + s.laplacian * b[k];
             }
         }
-        let (grad_sdf, grad_deformation) =
+        let (mut grad_sdf, grad_deformation) =
             surface.backward(&state.grid, &state.sdf, &state.deformation, &grad_positions);
+        let (sign, sign_grad) = sign_consistency(&surface, &state.sdf);
+        for (g, s_g) in grad_sdf.iter_mut().zip(&sign_grad) {
+            *g += s.sign_consistency * s_g;
+        }
         times.render_backward = seconds(start);
 
         let start = Instant::now();
         state.update(&s, &grad_sdf, &grad_deformation);
         if !state.is_finite() {
-            return Err(Error::NonFiniteField {
-                step,
-                groups: "DMTet signed distances or deformations".into(),
-            });
+            return Err(Error::NonFiniteSurface { step });
         }
         times.optimizer = seconds(start);
         Ok(RefineReport {
@@ -471,6 +477,7 @@ impl Refiner<'_> {
             loss: score.loss,
             normal_consistency: nc,
             laplacian: lap,
+            sign_consistency: sign,
             t: score.t,
             size: s.image_size,
             pixel_grad_norm: score.grad_norm,
@@ -519,6 +526,7 @@ impl Refiner<'_> {
             loss: score.loss,
             normal_consistency: 0.0,
             laplacian: 0.0,
+            sign_consistency: 0.0,
             t: score.t,
             size: s.image_size,
             pixel_grad_norm: score.grad_norm,
@@ -707,6 +715,10 @@ pub fn run(
             Err(e @ Error::NonFinite { .. }) => {
                 texture.save(&texture_path)?;
                 return Err(e);
+            }
+            // Named by the run's step, not the texture field's own count.
+            Err(Error::NonFiniteField { groups, .. }) => {
+                return Err(Error::NonFiniteField { step, groups })
             }
             Err(e) => return Err(e),
         };
