@@ -10,6 +10,7 @@ use super::latents::LatentEncoder;
 use super::refine::{self, RefineOutcome, Refined, Refiner, SURFACE_FILE};
 use super::run::{self, Conditioning, GenerateConfig, GenerateEvent, Outcome, FIELD_FILE};
 use super::step::Distiller;
+use crate::camera::Camera;
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::gpu::surface::SurfaceRenderer;
@@ -19,6 +20,7 @@ use crate::mvdream::MvdreamModel;
 use crate::run_dir::RunDir;
 use crate::turntable::Turntable;
 use candle_core::Device;
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -237,16 +239,29 @@ fn finish_asset(
         path: output,
         triangles: mesh.triangles.len(),
     });
-    if finish.frames > 0 {
-        let turntable = Turntable {
-            frames: finish.frames,
-            ..Turntable::default()
-        };
-        let frames = turntable.render(|camera| turntable.field_view(field, camera), |_| {})?;
-        let gif = run.path("turntable.gif");
-        turntable.write_gif(&gif, &frames)?;
-        on_event(AssetEvent::Turntable { path: &gif });
+    write_turntable(run, finish, on_event, |turntable, camera| {
+        turntable.field_view(field, camera)
+    })
+}
+
+/// `turntable.gif` in the run directory, each frame from `view` (none with 0 frames).
+fn write_turntable(
+    run: &RunDir,
+    finish: &Finish,
+    on_event: &mut dyn FnMut(AssetEvent),
+    mut view: impl FnMut(&Turntable, &Camera) -> Result<RgbImage>,
+) -> Result<()> {
+    if finish.frames == 0 {
+        return Ok(());
     }
+    let turntable = Turntable {
+        frames: finish.frames,
+        ..Turntable::default()
+    };
+    let frames = turntable.render(|camera| view(&turntable, camera), |_| {})?;
+    let gif = run.path("turntable.gif");
+    turntable.write_gif(&gif, &frames)?;
+    on_event(AssetEvent::Turntable { path: &gif });
     Ok(())
 }
 
@@ -292,29 +307,16 @@ fn finish_refined(
         path: output,
         triangles: mesh.triangles.len(),
     });
-    if finish.frames > 0 {
-        let turntable = Turntable {
-            frames: finish.frames,
-            ..Turntable::default()
-        };
-        let surface = refined.surface.surface();
-        let frames = turntable.render(
-            |camera| {
-                refiner.surface_view(
-                    &surface,
-                    Some(&refined.texture),
-                    camera,
-                    turntable.size,
-                    [1.0; 3],
-                )
-            },
-            |_| {},
-        )?;
-        let gif = run.path("turntable.gif");
-        turntable.write_gif(&gif, &frames)?;
-        on_event(AssetEvent::Turntable { path: &gif });
-    }
-    Ok(())
+    let surface = refined.surface.surface();
+    write_turntable(run, finish, on_event, |turntable, camera| {
+        refiner.surface_view(
+            &surface,
+            Some(&refined.texture),
+            camera,
+            turntable.size,
+            [1.0; 3],
+        )
+    })
 }
 
 /// Several assets' plan, as kept in the parent directory's `plan.toml`.

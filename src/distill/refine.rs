@@ -10,7 +10,7 @@ use super::guidance::Guidance;
 use super::latents::LatentEncoder;
 use super::run::{GenerateConfig, GenerateEvent, FIELD_FILE, VALIDATION_DIR};
 use super::schedule::{Ramp, TimestepSchedule};
-use super::step::{score_views, ViewScore};
+use super::step::{score_views, StageTimes, ViewScore};
 use crate::camera::Camera;
 use crate::dmtet::{extract, sdf_from_field, sign_consistency, Surface, TetGrid};
 use crate::error::{Error, Result};
@@ -315,20 +315,6 @@ impl SurfaceState {
     }
 }
 
-/// Wall time of each part of a mesh-stage step.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct RefineTimes {
-    /// Extraction (geometry phase) and rasterisation.
-    pub render: f64,
-    pub encode: f64,
-    pub guidance: f64,
-    pub encode_backward: f64,
-    /// Through the rasteriser and, in the geometry phase, marching tetrahedra and the
-    /// regularisers.
-    pub render_backward: f64,
-    pub optimizer: f64,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
@@ -353,7 +339,7 @@ pub struct RefineReport {
     pub pixel_grad_norm: f64,
     pub vertices: usize,
     pub triangles: usize,
-    pub seconds: RefineTimes,
+    pub seconds: StageTimes,
 }
 
 /// The renderer, cameras and guidance shared by both phases.
@@ -433,7 +419,7 @@ impl Refiner<'_> {
     pub fn geometry_step(&mut self, state: &mut SurfaceState, step: u64) -> Result<RefineReport> {
         let s = self.settings().clone();
         let (cameras, mut rng) = self.cameras(step);
-        let mut times = RefineTimes::default();
+        let mut times = StageTimes::default();
         let start = Instant::now();
         let surface = state.surface();
         let views = self.renderer.render(
@@ -497,7 +483,7 @@ impl Refiner<'_> {
     ) -> Result<RefineReport> {
         let s = self.settings().clone();
         let (cameras, mut rng) = self.cameras(step);
-        let mut times = RefineTimes::default();
+        let mut times = StageTimes::default();
         let start = Instant::now();
         let rendered = self.renderer.render_texture(
             &surface.positions,
@@ -612,6 +598,129 @@ pub enum RefineOutcome {
     Interrupted { next_step: u64 },
 }
 
+/// What the loop needs of a phase: its steps taken, a step, its checkpoint and its
+/// validation grid.
+trait PhaseState {
+    const NAME: &'static str;
+    /// Steps this phase has taken.
+    fn done(&self) -> u64;
+    /// Phase step `done()`, numbered `step` in the run.
+    fn step(&mut self, refiner: &mut Refiner, step: u64) -> Result<RefineReport>;
+    fn save(&self, path: &Path) -> Result<()>;
+    fn grid(&self, refiner: &mut Refiner) -> Result<RgbImage>;
+}
+
+impl PhaseState for SurfaceState {
+    const NAME: &'static str = "geometry";
+
+    fn done(&self) -> u64 {
+        self.step
+    }
+
+    fn step(&mut self, refiner: &mut Refiner, step: u64) -> Result<RefineReport> {
+        refiner.geometry_step(self, step)
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        SurfaceState::save(self, path)
+    }
+
+    fn grid(&self, refiner: &mut Refiner) -> Result<RgbImage> {
+        refiner.validation_grid(&self.surface(), None)
+    }
+}
+
+/// The texture phase: the field fitted on the frozen surface.
+struct TextureState<'s> {
+    surface: &'s Surface,
+    field: GpuField,
+}
+
+impl PhaseState for TextureState<'_> {
+    const NAME: &'static str = "texture";
+
+    fn done(&self) -> u64 {
+        self.field.step
+    }
+
+    fn step(&mut self, refiner: &mut Refiner, step: u64) -> Result<RefineReport> {
+        refiner
+            .texture_step(self.surface, &mut self.field, step)
+            .map_err(|e| match e {
+                // Named by the run's step, not the texture field's own count.
+                Error::NonFiniteField { groups, .. } => Error::NonFiniteField { step, groups },
+                e => e,
+            })
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        self.field.save(path)
+    }
+
+    fn grid(&self, refiner: &mut Refiner) -> Result<RgbImage> {
+        refiner.validation_grid(self.surface, Some(&self.field))
+    }
+}
+
+/// Steps `phase` from its checkpoint at `path` to `steps`, its step i numbered `first + i` in
+/// the run. Returns the run step to resume at if stopped.
+#[allow(clippy::too_many_arguments)]
+fn run_phase<P: PhaseState>(
+    refiner: &mut Refiner,
+    phase: &mut P,
+    path: &Path,
+    first: u64,
+    steps: u64,
+    run: &RunDir,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(GenerateEvent),
+) -> Result<Option<u64>> {
+    let (checkpoint_every, validate_every) = (
+        refiner.config.checkpoint_every,
+        refiner.config.validate_every,
+    );
+    let due = |done: u64, every: u64| done % every == 0 || done == steps;
+    run.truncate_metrics((first + phase.done()) as usize)?;
+    while phase.done() < steps {
+        let step = first + phase.done();
+        if stop.load(Ordering::SeqCst) {
+            phase.save(path)?;
+            on_event(GenerateEvent::Checkpoint { next_step: step });
+            return Ok(Some(step));
+        }
+        let report = match phase.step(refiner, step) {
+            Ok(report) => report,
+            Err(e @ Error::NonFinite { .. }) => {
+                // Nothing was updated: keep the phase as the previous step left it.
+                phase.save(path)?;
+                return Err(e);
+            }
+            // Non-finite values after an update are not saved: the last checkpoint stays.
+            Err(e) => return Err(e),
+        };
+        run.append_metrics(&serde_json::to_value(&report).expect("reports serialise"))?;
+        on_event(GenerateEvent::Refine(&report));
+        let done = phase.done();
+        if due(done, validate_every) {
+            let dir = run.path(VALIDATION_DIR);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let path = dir.join(format!("{}-{done:05}.png", P::NAME));
+            save_png(&path, &phase.grid(refiner)?)?;
+            on_event(GenerateEvent::Validation {
+                step: first + done,
+                path,
+            });
+        }
+        if due(done, checkpoint_every) {
+            phase.save(path)?;
+            on_event(GenerateEvent::Checkpoint {
+                next_step: first + done,
+            });
+        }
+    }
+    Ok(None)
+}
+
 /// Runs the mesh stage after `field` (the finished stage-1 field, saved in `run`) from its
 /// checkpoints in `run`, with the field's stage's checkpoint and validation intervals, metrics,
 /// Ctrl-C and non-finite guards.
@@ -625,17 +734,6 @@ pub fn run(
     let config = refiner.config;
     let s = config.refine.clone();
     let first = config.distill.steps;
-    let due = |done: u64, every: u64, last: u64| done % every == 0 || done == last;
-    let validation =
-        |name: String, grid: RgbImage, step: u64, on_event: &mut dyn FnMut(GenerateEvent)| {
-            let dir = run.path(VALIDATION_DIR);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            let path = dir.join(name);
-            save_png(&path, &grid)?;
-            on_event(GenerateEvent::Validation { step, path });
-            Ok::<(), Error>(())
-        };
-
     let surface_path = run.path(SURFACE_FILE);
     let texture_path = run.path(TEXTURE_FILE);
     let mut state = if surface_path.is_file() {
@@ -648,49 +746,25 @@ pub fn run(
     };
     let texture_started = texture_path.is_file();
     if !texture_started {
-        run.truncate_metrics((first + state.step) as usize)?;
-        while state.step < s.geometry_steps {
-            let step = first + state.step;
-            if stop.load(Ordering::SeqCst) {
-                state.save(&surface_path)?;
-                on_event(GenerateEvent::Checkpoint { next_step: step });
-                return Ok(RefineOutcome::Interrupted { next_step: step });
-            }
-            let report = match refiner.geometry_step(&mut state, step) {
-                Ok(report) => report,
-                Err(e @ Error::NonFinite { .. }) => {
-                    // The grid is as the previous step left it: keep that.
-                    state.save(&surface_path)?;
-                    return Err(e);
-                }
-                // Non-finite values after an update are not saved: the last checkpoint stays.
-                Err(e) => return Err(e),
-            };
-            run.append_metrics(&serde_json::to_value(&report).expect("reports serialise"))?;
-            on_event(GenerateEvent::Refine(&report));
-            let done = state.step;
-            if due(done, config.validate_every, s.geometry_steps) {
-                let grid = refiner.validation_grid(&state.surface(), None)?;
-                validation(
-                    format!("geometry-{done:05}.png"),
-                    grid,
-                    first + done,
-                    &mut on_event,
-                )?;
-            }
-            if due(done, config.checkpoint_every, s.geometry_steps) {
-                state.save(&surface_path)?;
-                on_event(GenerateEvent::Checkpoint {
-                    next_step: first + done,
-                });
-            }
+        let stopped = run_phase(
+            refiner,
+            &mut state,
+            &surface_path,
+            first,
+            s.geometry_steps,
+            run,
+            stop,
+            &mut on_event,
+        )?;
+        if let Some(next_step) = stopped {
+            return Ok(RefineOutcome::Interrupted { next_step });
         }
     }
 
     // The texture phase on the frozen surface, fitting a copy of the stage-1 field.
     let surface = state.surface();
     let ctx = field.ctx.clone();
-    let mut texture = if texture_started {
+    let field = if texture_started {
         GpuField::load(ctx, &texture_path)?
     } else {
         let mut texture = GpuField::load(ctx, &run.path(FIELD_FILE))?;
@@ -701,48 +775,25 @@ pub fn run(
         }
         texture
     };
-    let base = first + state.step;
-    run.truncate_metrics((base + texture.step) as usize)?;
-    while texture.step < s.texture_steps {
-        let step = base + texture.step;
-        if stop.load(Ordering::SeqCst) {
-            texture.save(&texture_path)?;
-            on_event(GenerateEvent::Checkpoint { next_step: step });
-            return Ok(RefineOutcome::Interrupted { next_step: step });
-        }
-        let report = match refiner.texture_step(&surface, &mut texture, step) {
-            Ok(report) => report,
-            Err(e @ Error::NonFinite { .. }) => {
-                texture.save(&texture_path)?;
-                return Err(e);
-            }
-            // Named by the run's step, not the texture field's own count.
-            Err(Error::NonFiniteField { groups, .. }) => {
-                return Err(Error::NonFiniteField { step, groups })
-            }
-            Err(e) => return Err(e),
-        };
-        run.append_metrics(&serde_json::to_value(&report).expect("reports serialise"))?;
-        on_event(GenerateEvent::Refine(&report));
-        let done = texture.step;
-        if due(done, config.validate_every, s.texture_steps) {
-            let grid = refiner.validation_grid(&surface, Some(&texture))?;
-            validation(
-                format!("texture-{done:05}.png"),
-                grid,
-                base + done,
-                &mut on_event,
-            )?;
-        }
-        if due(done, config.checkpoint_every, s.texture_steps) {
-            texture.save(&texture_path)?;
-            on_event(GenerateEvent::Checkpoint {
-                next_step: base + done,
-            });
-        }
+    let mut texture = TextureState {
+        surface: &surface,
+        field,
+    };
+    let stopped = run_phase(
+        refiner,
+        &mut texture,
+        &texture_path,
+        first + state.step,
+        s.texture_steps,
+        run,
+        stop,
+        &mut on_event,
+    )?;
+    if let Some(next_step) = stopped {
+        return Ok(RefineOutcome::Interrupted { next_step });
     }
     Ok(RefineOutcome::Finished(Box::new(Refined {
         surface: state,
-        texture,
+        texture: texture.field,
     })))
 }

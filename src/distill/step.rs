@@ -124,7 +124,8 @@ impl DistillSettings {
     }
 }
 
-/// Wall time of each stage of a step.
+/// Wall time of each stage of a step (in the mesh stage, `render` includes the surface's
+/// extraction, and `render_backward` marching tetrahedra's backward and the regularisers).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct StageTimes {
     pub render: f64,
