@@ -590,39 +590,6 @@ fn previews_with_an_explicit_config_from_another_folder() {
     );
 }
 
-/// A small, fast `generate` configuration: 64² renders of a small field with a neural
-/// background (augmented half of the time), 32² model input; no mesh stage unless a test asks
-/// for one with `--refine-steps`, then on a 16-cell grid.
-const GENERATE_TOML: &str = r#"
-checkpoint_every = 5
-validate_every = 10
-
-[distill]
-steps = 30
-image_size = 32
-samples_per_ray = 48
-
-[distill.stages]
-milestones = []
-sizes = [64]
-batch = [4]
-
-[distill.field]
-levels = 4
-log2_table_size = 12
-base_resolution = 4
-per_level_scale = 2.0
-hidden = 16
-background = { neural = { hidden = 8 } }
-
-[refine]
-geometry_steps = 0
-texture_steps = 0
-resolution = 16
-threshold = 5.0
-image_size = 64
-"#;
-
 #[test]
 fn generate_distils_checkpoints_resumes_and_exports() {
     let dir = generate_dir();
@@ -939,7 +906,7 @@ fn several_assets_resume_from_their_plan() {
         .unwrap();
     let runs = dir.path().join("runs");
     let logged = |i: usize| {
-        std::fs::read_to_string(runs.join(format!("asset-{i}/metrics.jsonl")))
+        std::fs::read_to_string(runs.join(format!("asset-{i:04}/metrics.jsonl")))
             .map_or(0, |m| m.lines().count())
     };
     let waited = std::time::Instant::now();
@@ -955,12 +922,12 @@ fn several_assets_resume_from_their_plan() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("interrupted in asset 1 of 3"), "{stderr}");
     assert!(runs.join("plan.toml").is_file());
-    assert!(runs.join("asset-0/field.safetensors").is_file());
+    assert!(runs.join("asset-0000/field.safetensors").is_file());
     assert!(
-        !runs.join("asset-1").exists(),
+        !runs.join("asset-0001").exists(),
         "asset 1 was made before it started"
     );
-    assert!(!dir.path().join("out-0.glb").exists());
+    assert!(!dir.path().join("out-0000.glb").exists());
 
     let out = small_generate(dir.path())
         .args(["--resume", "runs"])
@@ -968,14 +935,15 @@ fn several_assets_resume_from_their_plan() {
         .unwrap();
     common::assert_success(&out);
     for i in 0..3 {
-        let issues = common::validate_gltf(&dir.path().join(format!("out-{i}.glb")));
+        let issues = common::validate_gltf(&dir.path().join(format!("out-{i:04}.glb")));
         assert_eq!(issues["numErrors"], 0, "asset {i}: {issues}");
         assert_eq!(
-            logged_steps(&runs.join(format!("asset-{i}"))),
+            logged_steps(&runs.join(format!("asset-{i:04}"))),
             (0..8).collect::<Vec<_>>(),
             "asset {i}: each step logged once"
         );
-        let config = std::fs::read_to_string(runs.join(format!("asset-{i}/config.toml"))).unwrap();
+        let config =
+            std::fs::read_to_string(runs.join(format!("asset-{i:04}/config.toml"))).unwrap();
         assert!(
             config.contains(&format!("seed = {}", 4 + i)),
             "asset {i}: {config}"
@@ -995,6 +963,91 @@ fn several_assets_resume_from_their_plan() {
         3,
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `generate --assets 3` as two shards sharing one parent directory: each makes its assets
+/// (by flag, and as a Slurm array task), a shard run again skips what it made, and `collect`
+/// finds all three valid.
+#[test]
+fn sharded_generate_fills_one_parent_and_collects() {
+    let dir = generate_dir();
+    let shard = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = small_generate(dir.path());
+        cmd.args([
+            "--prompt",
+            "a chair",
+            "--config",
+            "small.toml",
+            "--steps",
+            "3",
+        ])
+        .args([
+            "--assets",
+            "3",
+            "--seed",
+            "4",
+            "--run-dir",
+            "runs",
+            "-o",
+            "out.glb",
+        ])
+        .args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    common::assert_success(&shard(&["--shard", "1/2"], &[]));
+    let out = shard(
+        &[],
+        &[
+            ("SLURM_ARRAY_TASK_ID", "0"),
+            ("SLURM_ARRAY_TASK_COUNT", "2"),
+        ],
+    );
+    common::assert_success(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shard 0/2 (Slurm array task)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = dir.path().join("runs");
+    for tag in ["shard-0-of-2", "shard-1-of-2"] {
+        assert!(runs.join(format!("plan.{tag}.toml")).is_file(), "{tag}");
+        assert!(
+            runs.join(format!("manifest.{tag}.jsonl")).is_file(),
+            "{tag}"
+        );
+    }
+    for i in 0..3 {
+        let issues = common::validate_gltf(&dir.path().join(format!("out-{i:04}.glb")));
+        assert_eq!(issues["numErrors"], 0, "asset {i}: {issues}");
+        let config =
+            std::fs::read_to_string(runs.join(format!("asset-{i:04}/config.toml"))).unwrap();
+        assert!(
+            config.contains(&format!("seed = {}", 4 + i)),
+            "asset {i}: {config}"
+        );
+    }
+    // Requeued: the same command again finds its plan and its assets made.
+    let out = shard(&["--shard", "0/2"], &[]);
+    common::assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("continuing the plan of shard 0/2"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("finished earlier").count(), 2, "{stderr}");
+    let out = common::dream3d(&runs)
+        .args(["collect", "."])
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 of 3 items"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }
 

@@ -18,6 +18,7 @@ use dream3d::mesh::export::{Albedo, ExportSettings};
 use dream3d::prompt::Edit;
 use dream3d::run_dir::RunConfig;
 use dream3d::sample::Models;
+use dream3d::shard::{Shard, ShardSource};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +49,14 @@ pub struct GenerateArgs {
     /// Assets to make, each from its own prompt sample (seed, seed + 1, …).
     #[arg(long, default_value_t = 1)]
     assets: usize,
+    /// Make only assets k with k mod N = I (of --assets), in the --run-dir every shard shares;
+    /// rerun, it continues where it stopped and skips what is made [from Slurm's array task
+    /// or, with --shards, Kubernetes' completion index].
+    #[arg(long, value_name = "I/N", conflicts_with = "resume")]
+    shard: Option<String>,
+    /// Shards in all, with Kubernetes' JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
+    shards: Option<u32>,
     #[arg(long)]
     seed: Option<u64>,
     /// Output .glb (with several assets: NAME-i.glb).
@@ -104,9 +113,33 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         "--views {}: MVDream was trained on 4 views 90° apart; use --views 4",
         args.views
     );
-    let resuming_plan = args.resume.as_deref().is_some_and(Plan::is_plan);
-    let outputs: Vec<PathBuf> = (0..args.assets).map(|i| output_path(&args, i)).collect();
-    if !resuming_plan {
+    let (shard, shard_source) = match &args.resume {
+        Some(_) => (Shard::WHOLE, ShardSource::Whole),
+        None => Shard::detect(args.shard.as_deref(), args.shards, |k| {
+            std::env::var(k).ok()
+        })?,
+    };
+    if !shard.is_whole() {
+        eprintln!("{}", shard_source.describe(shard));
+        anyhow::ensure!(
+            args.run_dir.is_some() && args.seed.is_some(),
+            "a sharded generate needs --run-dir DIR and --seed S, the same for every shard, so that the shards make the assets one process would"
+        );
+    }
+    let resuming_plan = args
+        .resume
+        .as_deref()
+        .is_some_and(|dir| Plan::exists(dir, Shard::WHOLE));
+    // A shard started again (the scheduler requeued it) finds its plan and goes on with it.
+    let continuing_shard = !shard.is_whole()
+        && args
+            .run_dir
+            .as_deref()
+            .is_some_and(|dir| Plan::exists(dir, shard));
+    let outputs: Vec<PathBuf> = (0..args.assets)
+        .map(|i| output_path(&args, i, !shard.is_whole()))
+        .collect();
+    if !resuming_plan && shard.is_whole() {
         for out in &outputs {
             if out.exists() && !args.force {
                 bail!("{} exists: pass --force to replace it", out.display());
@@ -144,9 +177,20 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let mut display = Display::default();
 
+    if continuing_shard {
+        let dir = args.run_dir.as_deref().expect("checked above");
+        let plan = Plan::open(dir, shard)?;
+        eprintln!("continuing the plan of shard {shard} in {}", dir.display());
+        let mv = load_mv(&plan.config.model)?;
+        let outcome = plan.run(dir, &ctx, &mv, &finish, &stop, &device, &mut |e| {
+            display.show(e)
+        });
+        display.finish();
+        return report_plan(outcome?, &plan, dir);
+    }
     if let Some(dir) = &args.resume {
         if resuming_plan {
-            let mut plan = Plan::open(dir)?;
+            let mut plan = Plan::open(dir, Shard::WHOLE)?;
             if args.steps.is_some() || args.refine_steps.is_some() {
                 plan.set_steps(dir, args.steps, args.refine_steps)?;
             }
@@ -217,10 +261,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     eprintln!("conditioning: {}", config.conditioning);
     let uncond = models.encode_text(&args.negative)?;
     let seed = args.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
-    // One prompt sample per asset, seeded by the asset's seed.
-    let conds = (0..args.assets as u64)
-        .map(|i| {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed + i);
+    // One prompt sample per asset, seeded by the asset's seed alone.
+    let items = shard.items(args.assets);
+    let conds = items
+        .iter()
+        .map(|&i| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed + i as u64);
             Ok(gaussian.sample(&mut rng)?.unsqueeze(0)?.to_dtype(dtype)?)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -230,7 +276,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             &["config.toml", PLAN_FILE],
         )
     });
-    if args.assets == 1 {
+    if args.assets == 1 && shard.is_whole() {
         config.distill.seed = seed;
         let conditioning = Conditioning {
             cond: conds[0].clone(),
@@ -242,13 +288,14 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         display.finish();
         return report_asset(outcome, &root);
     }
-    let assets = outputs
+    let assets = items
         .iter()
-        .enumerate()
-        .map(|(i, out)| {
+        .map(|&i| {
+            let out = &outputs[i];
             Ok(PlannedAsset {
+                item: i,
                 seed: seed + i as u64,
-                run_dir: format!("asset-{i}"),
+                run_dir: format!("asset-{i:04}"),
                 output: std::path::absolute(out)
                     .with_context(|| format!("resolving {}", out.display()))?,
             })
@@ -258,11 +305,18 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         cond: Tensor::cat(&conds, 0)?,
         uncond,
     };
-    let plan = Plan::create(&root, Plan { config, assets }, &conditioning)?;
+    let plan = Plan {
+        config,
+        items: args.assets,
+        shard: shard.to_string(),
+        command: super::job_command()?,
+        assets,
+    };
+    let plan = Plan::create(&root, plan, &conditioning)?;
     eprintln!(
-        "{} assets (seeds {seed}…{}), plan in {}",
+        "{} of {} assets (seeds {seed} + item), plan in {}",
+        items.len(),
         args.assets,
-        seed + args.assets as u64 - 1,
         root.display()
     );
     let outcome = plan.run(&root, &ctx, &mv, &finish, &stop, &device, &mut |e| {
@@ -272,8 +326,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     report_plan(outcome?, &plan, &root)
 }
 
-fn output_path(args: &GenerateArgs, i: usize) -> PathBuf {
-    if args.assets == 1 {
+/// Asset `i`'s output: `-o` itself for a single unsharded asset, else NAME-NNNN.glb.
+fn output_path(args: &GenerateArgs, i: usize, sharded: bool) -> PathBuf {
+    if args.assets == 1 && !sharded {
         return args.output.clone();
     }
     let stem = args
@@ -281,7 +336,7 @@ fn output_path(args: &GenerateArgs, i: usize) -> PathBuf {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("out");
-    args.output.with_file_name(format!("{stem}-{i}.glb"))
+    args.output.with_file_name(format!("{stem}-{i:04}.glb"))
 }
 
 fn report_asset(outcome: dream3d::Result<Outcome>, run: &Path) -> anyhow::Result<()> {

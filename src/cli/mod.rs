@@ -1,6 +1,7 @@
 //! The `dream3d` command line: one file per subcommand; each parses its options, calls the
 //! library and reports.
 
+mod collect;
 mod convert;
 mod export;
 mod fit;
@@ -43,11 +44,15 @@ enum Command {
     Sample(Box<sample::SampleArgs>),
     /// Show where each component of a model was found, its architecture and parameter counts.
     Info(info::InfoArgs),
+    /// Merge the manifests of a sharded sample or generate, check every output, and print the
+    /// command that redoes each missing or broken item.
+    Collect(collect::CollectArgs),
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Collect(args) => collect::run(args),
             Command::Convert(args) => convert::run(args),
             Command::Export(args) => export::run(args),
             Command::Fit(args) => fit::run(*args),
@@ -114,4 +119,57 @@ fn first_unused(base: &Path, markers: &[&str]) -> PathBuf {
         })
         .find(|p| markers.iter().all(|m| !p.join(m).exists()))
         .expect("an unused folder")
+}
+
+/// A command line from arguments, quoted for POSIX shells where needed.
+pub fn shell_command(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=+,@".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What every shard of a job runs: this process's command line without its shard flags, run
+/// from this folder.
+pub fn job_command() -> anyhow::Result<String> {
+    let mut args: Vec<String> = vec!["dream3d".into()];
+    let mut rest = std::env::args().skip(1);
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--shard" | "--shards" => {
+                rest.next();
+            }
+            _ if a.starts_with("--shard=") || a.starts_with("--shards=") => {}
+            _ => args.push(a),
+        }
+    }
+    let here = std::env::current_dir()?;
+    Ok(format!(
+        "cd {} && {}",
+        shell_command(&[here.display().to_string()]),
+        shell_command(&args)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        let args = ["dream3d", "--edit", "it's * made of gold", "--negative", ""].map(String::from);
+        assert_eq!(
+            shell_command(&args),
+            r"dream3d --edit 'it'\''s * made of gold' --negative ''"
+        );
+    }
 }

@@ -15,9 +15,11 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::gpu::surface::SurfaceRenderer;
 use crate::gpu::{GpuContext, GpuField};
+use crate::manifest::{self, ItemRecord, ItemStatus};
 use crate::mesh::export::{export_glb, export_mesh_glb, ExportSettings};
 use crate::mvdream::MvdreamModel;
 use crate::run_dir::RunDir;
+use crate::shard::Shard;
 use crate::turntable::Turntable;
 use candle_core::Device;
 use image::RgbImage;
@@ -26,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// The plan in a parent directory of several assets.
+/// The plan in a parent directory of several assets (unsharded).
 pub const PLAN_FILE: &str = "plan.toml";
 /// The conditioning of every asset of a plan (`cond` has one row per asset).
 const PLAN_CONDITIONING_FILE: &str = "conditioning.safetensors";
@@ -319,18 +321,27 @@ fn finish_refined(
     })
 }
 
-/// Several assets' plan, as kept in the parent directory's `plan.toml`.
+/// Several assets' plan, as kept in the parent directory's `plan.toml` (a shard's:
+/// `plan.shard-I-of-N.toml`, with its conditioning beside it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// The settings every asset shares; each asset's `distill.seed` is its own.
     pub config: GenerateConfig,
+    /// Assets of the whole command; a shard's plan holds its share of them.
+    pub items: usize,
+    /// This plan's shard, `I/N` (`0/1`: every asset).
+    pub shard: String,
+    /// What every shard runs, recorded in the manifest for `dream3d collect`'s redo commands.
+    pub command: String,
     pub assets: Vec<PlannedAsset>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlannedAsset {
+    /// Its index among all the command's assets (its seed and names follow from it).
+    pub item: usize,
     pub seed: u64,
     /// The asset's run directory, inside the parent.
     pub run_dir: String,
@@ -348,11 +359,30 @@ pub enum PlanOutcome {
     },
 }
 
+/// The plan file of `shard`.
+fn plan_file(shard: Shard) -> String {
+    if shard.is_whole() {
+        PLAN_FILE.into()
+    } else {
+        format!("plan.{}.toml", shard.tag())
+    }
+}
+
+/// The conditioning file of `shard`'s plan.
+fn conditioning_file(shard: Shard) -> String {
+    if shard.is_whole() {
+        PLAN_CONDITIONING_FILE.into()
+    } else {
+        format!("conditioning.{}.safetensors", shard.tag())
+    }
+}
+
 impl Plan {
     /// Writes the plan and every asset's conditioning (`conditioning.cond`: one row per asset)
-    /// into a new parent directory `root`.
+    /// into parent directory `root`, which other shards' plans may share.
     pub fn create(root: &Path, plan: Plan, conditioning: &Conditioning) -> Result<Self> {
-        if root.join(PLAN_FILE).exists() || root.join("config.toml").exists() {
+        let shard = plan.shard()?;
+        if Self::exists(root, shard) || root.join("config.toml").exists() {
             return Err(Error::Input(format!(
                 "{} already holds a run; continue it with --resume {0} or choose another --run-dir",
                 root.display()
@@ -366,14 +396,14 @@ impl Plan {
             )));
         }
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-        conditioning.save_file(&root.join(PLAN_CONDITIONING_FILE))?;
+        conditioning.save_file(&root.join(conditioning_file(shard)))?;
         plan.save(root)?;
         Ok(plan)
     }
 
-    /// The plan in parent directory `root`.
-    pub fn open(root: &Path) -> Result<Self> {
-        let path = root.join(PLAN_FILE);
+    /// `shard`'s plan in parent directory `root`.
+    pub fn open(root: &Path, shard: Shard) -> Result<Self> {
+        let path = root.join(plan_file(shard));
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         toml::from_str(&text).map_err(|e| Error::BadConfig {
             path,
@@ -381,14 +411,18 @@ impl Plan {
         })
     }
 
-    /// Whether `root` holds a plan (rather than one asset's run).
-    pub fn is_plan(root: &Path) -> bool {
-        root.join(PLAN_FILE).is_file()
+    /// Whether `root` holds `shard`'s plan.
+    pub fn exists(root: &Path, shard: Shard) -> bool {
+        root.join(plan_file(shard)).is_file()
+    }
+
+    pub fn shard(&self) -> Result<Shard> {
+        Shard::parse(&self.shard)
     }
 
     fn save(&self, root: &Path) -> Result<()> {
         let text = toml::to_string_pretty(self).expect("plans serialise to TOML");
-        write_atomic(&root.join(PLAN_FILE), text.as_bytes())
+        write_atomic(&root.join(plan_file(self.shard()?)), text.as_bytes())
     }
 
     /// Changes every asset's step counts, started or not: the field's, and each phase of the
@@ -410,8 +444,10 @@ impl Plan {
         self.save(root)
     }
 
-    /// Makes every asset of the plan in `root` in turn: an asset with a finished field and its
-    /// output is skipped, one with a checkpoint continues from it, the others start.
+    /// Makes every asset of the plan in `root` in turn: one whose output is there and reads
+    /// back is skipped, one with a checkpoint continues from it, the others start. Each is
+    /// recorded in the shard's manifest in `root`; one that fails is recorded so and the next
+    /// one starts (the error comes at the end).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -423,57 +459,102 @@ impl Plan {
         device: &Device,
         on_event: &mut dyn FnMut(AssetEvent),
     ) -> Result<PlanOutcome> {
-        let all = Conditioning::load_file(&root.join(PLAN_CONDITIONING_FILE), device)?;
-        for (index, planned) in self.assets.iter().enumerate() {
-            let dir = root.join(&planned.run_dir);
-            let output = planned.output.clone();
-            let checkpoint = dir.join(FIELD_FILE);
-            let asset = if checkpoint.is_file() {
-                let shared = &self.config;
-                let asset = Asset::resume(
-                    ctx,
-                    &dir,
-                    |config| {
-                        config.distill.steps = shared.distill.steps;
-                        config.refine.geometry_steps = shared.refine.geometry_steps;
-                        config.refine.texture_steps = shared.refine.texture_steps;
-                    },
-                    device,
-                    output,
-                )?;
-                let done = asset.field.step >= asset.config.distill.steps;
-                on_event(AssetEvent::Asset {
-                    index,
-                    of: self.assets.len(),
-                    seed: planned.seed,
-                    skipped: done && asset.output.is_file(),
-                });
-                if done && asset.output.is_file() {
-                    continue;
-                }
-                asset
-            } else {
-                on_event(AssetEvent::Asset {
-                    index,
-                    of: self.assets.len(),
-                    seed: planned.seed,
-                    skipped: false,
-                });
-                let mut config = self.config.clone();
-                config.distill.seed = planned.seed;
-                let conditioning = Conditioning {
-                    cond: all.cond.narrow(0, index, 1)?,
-                    uncond: all.uncond.clone(),
-                };
-                Asset::create(ctx, &dir, config, conditioning, output)?
+        let shard = self.shard()?;
+        let all = Conditioning::load_file(&root.join(conditioning_file(shard)), device)?;
+        let record = |planned: &PlannedAsset, status, seconds, error: Option<String>| {
+            let record = ItemRecord {
+                item: planned.item,
+                of: self.items,
+                seed: planned.seed,
+                conditioning: self.config.conditioning.clone(),
+                outputs: vec![planned.output.display().to_string()],
+                status,
+                seconds,
+                shard: self.shard.clone(),
+                command: self.command.clone(),
+                error,
             };
-            // Dropped at the end of the iteration: one field on the GPU at a time.
-            if let Outcome::Interrupted { next_step } =
-                asset.generate(mv, finish, stop, on_event)?
-            {
-                return Ok(PlanOutcome::Interrupted { index, next_step });
+            manifest::append(root, shard, &record)
+        };
+        let mut failed = vec![];
+        for (index, planned) in self.assets.iter().enumerate() {
+            let made = manifest::check_output(&planned.output).is_ok();
+            on_event(AssetEvent::Asset {
+                index,
+                of: self.assets.len(),
+                seed: planned.seed,
+                skipped: made,
+            });
+            if made {
+                record(planned, ItemStatus::Skipped, 0.0, None)?;
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let outcome = self
+                .asset(root, index, planned, &all, ctx, device)
+                // Dropped at the end of the iteration: one field on the GPU at a time.
+                .and_then(|asset| asset.generate(mv, finish, stop, on_event));
+            let seconds = started.elapsed().as_secs_f64();
+            match outcome {
+                Ok(Outcome::Finished) => record(planned, ItemStatus::Done, seconds, None)?,
+                Ok(Outcome::Interrupted { next_step }) => {
+                    return Ok(PlanOutcome::Interrupted { index, next_step })
+                }
+                Err(e) => {
+                    let message = format!("{e}");
+                    record(planned, ItemStatus::Failed, seconds, Some(message.clone()))?;
+                    failed.push(format!(
+                        "asset {} (item {}): {message}",
+                        index + 1,
+                        planned.item
+                    ));
+                }
             }
         }
+        if !failed.is_empty() {
+            return Err(Error::Input(format!(
+                "{} of {} assets failed (recorded in the manifest):\n{}",
+                failed.len(),
+                self.assets.len(),
+                failed.join("\n")
+            )));
+        }
         Ok(PlanOutcome::Finished)
+    }
+
+    /// Asset `index`: resumed from its checkpoint, or started with its row of the plan's
+    /// conditioning.
+    fn asset(
+        &self,
+        root: &Path,
+        index: usize,
+        planned: &PlannedAsset,
+        all: &Conditioning,
+        ctx: &Arc<GpuContext>,
+        device: &Device,
+    ) -> Result<Asset> {
+        let dir = root.join(&planned.run_dir);
+        let output = planned.output.clone();
+        if dir.join(FIELD_FILE).is_file() {
+            let shared = &self.config;
+            return Asset::resume(
+                ctx,
+                &dir,
+                |config| {
+                    config.distill.steps = shared.distill.steps;
+                    config.refine.geometry_steps = shared.refine.geometry_steps;
+                    config.refine.texture_steps = shared.refine.texture_steps;
+                },
+                device,
+                output,
+            );
+        }
+        let mut config = self.config.clone();
+        config.distill.seed = planned.seed;
+        let conditioning = Conditioning {
+            cond: all.cond.narrow(0, index, 1)?,
+            uncond: all.uncond.clone(),
+        };
+        Asset::create(ctx, &dir, config, conditioning, output)
     }
 }

@@ -427,3 +427,36 @@ pub fn load_consistent_tiny(dir: &Path) -> MvdreamModel {
     let arch = MvdreamArchitecture::from_yaml(&dir.join("tiny-4view.yaml"), &path).unwrap();
     MvdreamModel::load(&path, &arch, DType::F32, &Device::Cpu).unwrap()
 }
+
+/// A small, fast `generate` configuration: 64² renders of a small field with a neural
+/// background (augmented half of the time), 32² model input; no mesh stage unless a test asks
+/// for one with `--refine-steps`, then on a 16-cell grid.
+pub const GENERATE_TOML: &str = r#"
+checkpoint_every = 5
+validate_every = 10
+
+[distill]
+steps = 30
+image_size = 32
+samples_per_ray = 48
+
+[distill.stages]
+milestones = []
+sizes = [64]
+batch = [4]
+
+[distill.field]
+levels = 4
+log2_table_size = 12
+base_resolution = 4
+per_level_scale = 2.0
+hidden = 16
+background = { neural = { hidden = 8 } }
+
+[refine]
+geometry_steps = 0
+texture_steps = 0
+resolution = 16
+threshold = 5.0
+image_size = 64
+"#;

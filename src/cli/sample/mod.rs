@@ -5,18 +5,21 @@ mod init_noise;
 pub mod multiview;
 mod sidecar;
 
+use super::shell_command;
 use anyhow::{bail, Context};
 use clap::Args;
 use dream3d::conditioning::{self, MixSpec, Source};
 use dream3d::imaging::{contact_sheet, save_png, square_columns};
+use dream3d::manifest::{self, ItemRecord, ItemStatus};
 use dream3d::mvdream::MvdreamModel;
 use dream3d::prompt::Edit;
 use dream3d::sample::{ImageSampler, ImageSeed, Models, SampleSettings};
+use dream3d::shard::Shard;
 use dream3d::stable_diffusion::StableDiffusion;
 use indicatif::{ProgressBar, ProgressStyle};
 use init_noise::InitNoise;
 use multiview::MultiViewArgs;
-use sidecar::{absolute_if_local, shell_command, ImageRecord, MixRecord, Sidecar};
+use sidecar::{absolute_if_local, ImageRecord, MixRecord, Sidecar};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +72,14 @@ pub struct SampleArgs {
     /// Seed of the first image (image i uses seed + i) [random, printed].
     #[arg(long)]
     seed: Option<u64>,
+    /// Make only images k with k mod N = I (of -n), into the -o folder every shard shares;
+    /// images found made are skipped [from Slurm's array task or, with --shards, Kubernetes'
+    /// completion index].
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Shards in all, with Kubernetes' JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "N")]
+    shards: Option<u32>,
     /// Initial latents, FILE.safetensors[:TENSOR], N × C × h × w (one row per image, or one
     /// row shared by all), like diffusers' `latents=`.
     #[arg(long)]
@@ -92,6 +103,17 @@ impl Loaded {
             Self::MultiView(mv) => Models::from(mv.as_ref()),
         }
     }
+}
+
+/// Object `i`'s files: `NNNN.png`, or its views `NNNN-view{v}.png` and their strip `NNNN.png`.
+fn object_files(i: usize, views: usize) -> Vec<String> {
+    let strip = format!("{i:04}.png");
+    if views == 1 {
+        return vec![strip];
+    }
+    let mut files: Vec<String> = (0..views).map(|v| format!("{i:04}-view{v}.png")).collect();
+    files.push(strip);
+    files
 }
 
 /// Writes object `i`: `NNNN.png`, or its views `NNNN-view{v}.png` and a strip `NNNN.png`.
@@ -129,13 +151,28 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|spec| InitNoise::read(spec, views))
         .transpose()?;
+    let (shard, shard_source) = Shard::detect(args.shard.as_deref(), args.shards, |k| {
+        std::env::var(k).ok()
+    })?;
+    if !shard.is_whole() {
+        eprintln!("{}", shard_source.describe(shard));
+        anyhow::ensure!(
+            args.output.is_some() && args.seed.is_some(),
+            "a sharded sample needs -o DIR and --seed S, the same for every shard, so that the shards fill one folder with the images one process would make"
+        );
+        anyhow::ensure!(
+            init.is_none(),
+            "--init-noise cannot be sharded: run it in one process"
+        );
+    }
     let out = args.output.clone().unwrap_or_else(|| {
         super::first_unused(
             &Path::new(dream3d::run_dir::RUNS_ROOT).join("samples"),
             &[sidecar::FILE],
         )
     });
-    if out.join(sidecar::FILE).exists() && !args.force {
+    // Shards share the folder: what is already made there is skipped instead.
+    if shard.is_whole() && out.join(sidecar::FILE).exists() && !args.force {
         bail!(
             "{} already holds samples ({}): choose another -o, or pass --force to overwrite them",
             out.display(),
@@ -261,11 +298,51 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         command: regenerate(seed, args.images, init.as_ref().map(|n| n.spec.as_str())),
         images: Vec::with_capacity(args.images),
     };
+    // What every shard runs: the whole command, into this folder.
+    let job = format!(
+        "{} -o {}",
+        record.command,
+        shell_command(&[std::path::absolute(&out)?.display().to_string()])
+    );
+    let manifest_record = |item: usize, files: Vec<String>, status, seconds| ItemRecord {
+        item,
+        of: args.images,
+        seed: seed.wrapping_add(item as u64),
+        conditioning: record.conditioning.clone(),
+        outputs: files,
+        status,
+        seconds,
+        shard: shard.to_string(),
+        command: job.clone(),
+        error: None,
+    };
 
-    let progress = Progress::new(args.images, settings.steps);
-    let mut all = Vec::with_capacity(args.images * views);
-    let indices: Vec<usize> = (0..args.images).collect();
+    let mine = shard.items(args.images);
+    let mut indices = vec![];
+    for &i in &mine {
+        let files = object_files(i, views);
+        // A shard's images already made (by a run the scheduler killed or requeued) are kept.
+        if !shard.is_whole() && manifest::outputs_valid(&out, &files) {
+            manifest::append(
+                &out,
+                shard,
+                &manifest_record(i, files, ItemStatus::Skipped, 0.0),
+            )?;
+        } else {
+            indices.push(i);
+        }
+    }
+    if indices.len() < mine.len() {
+        eprintln!(
+            "{} of this process's {} images found made: skipped",
+            mine.len() - indices.len(),
+            mine.len()
+        );
+    }
+    let progress = Progress::new(indices.len(), settings.steps);
+    let mut all = Vec::with_capacity(indices.len() * views);
     for chunk in indices.chunks(settings.batch) {
+        let started = std::time::Instant::now();
         let seeds: Vec<ImageSeed> = chunk
             .iter()
             .map(|&i| ImageSeed {
@@ -276,8 +353,14 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         let objects = sampler.objects(&gaussian, &seeds, cameras.as_ref(), || {
             progress.step(chunk.len())
         })?;
+        let seconds = started.elapsed().as_secs_f64() / chunk.len() as f64;
         for ((&i, object), s) in chunk.iter().zip(&objects).zip(&seeds) {
             let files = save_object(&out, i, object)?;
+            manifest::append(
+                &out,
+                shard,
+                &manifest_record(i, files.clone(), ItemStatus::Done, seconds),
+            )?;
             let from_row = init.as_ref().map(|n| if n.shared() { 0 } else { i });
             record.images.push(ImageRecord {
                 files,
@@ -287,8 +370,19 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
                     .then(|| regenerate(s.seed, 1, shared_noise)),
             });
         }
-        record.write(&out)?;
+        record.write(&out, shard)?;
         all.extend(objects.into_iter().flatten());
+    }
+    progress.finish();
+    let sidecar = sidecar::file_name(shard);
+    if !shard.is_whole() {
+        record.write(&out, shard)?;
+        eprintln!(
+            "{} images and {sidecar} written to {}; when every shard has run: dream3d collect {0}",
+            all.len(),
+            out.display()
+        );
+        return Ok(());
     }
     let columns = if multiview {
         views
@@ -296,11 +390,9 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         square_columns(all.len())
     };
     save_png(&out.join(GRID), &contact_sheet(&all, columns))?;
-    progress.finish();
     eprintln!(
-        "{} images, {GRID} and {} written to {}",
+        "{} images, {GRID} and {sidecar} written to {}",
         all.len(),
-        sidecar::FILE,
         out.display()
     );
     Ok(())

@@ -2,6 +2,7 @@
 //! regenerates each image bit-exactly on its own.
 
 use dream3d::sample::SampleSettings;
+use dream3d::shard::Shard;
 use std::path::Path;
 
 pub const FILE: &str = "samples.json";
@@ -48,9 +49,19 @@ pub struct ImageRecord {
 }
 
 impl Sidecar {
-    pub fn write(&self, dir: &Path) -> dream3d::Result<()> {
+    /// Writes `samples.json`, or a shard's `samples.shard-I-of-N.json`.
+    pub fn write(&self, dir: &Path, shard: Shard) -> dream3d::Result<()> {
         let json = serde_json::to_string_pretty(self).expect("sidecar serialises");
-        dream3d::files::write_atomic(&dir.join(FILE), json.as_bytes())
+        dream3d::files::write_atomic(&dir.join(file_name(shard)), json.as_bytes())
+    }
+}
+
+/// The sidecar's name for `shard`.
+pub fn file_name(shard: Shard) -> String {
+    if shard.is_whole() {
+        FILE.into()
+    } else {
+        format!("samples.{}.json", shard.tag())
     }
 }
 
@@ -61,36 +72,5 @@ pub fn absolute_if_local(arg: &str) -> String {
     match path.exists().then(|| std::path::absolute(path)) {
         Some(Ok(absolute)) => absolute.display().to_string(),
         _ => arg.to_string(),
-    }
-}
-
-/// A command line from arguments, quoted for POSIX shells where needed.
-pub fn shell_command(args: &[String]) -> String {
-    args.iter()
-        .map(|a| {
-            let plain = !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=+,@".contains(c));
-            if plain {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quoting_survives_the_shell() {
-        let args = ["dream3d", "--edit", "it's * made of gold", "--negative", ""].map(String::from);
-        assert_eq!(
-            shell_command(&args),
-            r"dream3d --edit 'it'\''s * made of gold' --negative ''"
-        );
     }
 }
