@@ -351,6 +351,13 @@ fn report_asset(outcome: dream3d::Result<Outcome>, run: &Path) -> anyhow::Result
 }
 
 fn report_plan(outcome: PlanOutcome, plan: &Plan, root: &Path) -> anyhow::Result<()> {
+    if matches!(outcome, PlanOutcome::Finished) && plan.shard()?.count > 1 {
+        eprintln!(
+            "shard {} done; when every shard has run: dream3d collect {}",
+            plan.shard,
+            root.display()
+        );
+    }
     if let PlanOutcome::Interrupted { index, next_step } = outcome {
         eprintln!(
             "interrupted in asset {} of {}: checkpoint at step {next_step} in {}; continue every asset with: dream3d generate --resume {}",

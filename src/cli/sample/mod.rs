@@ -378,9 +378,9 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     if !shard.is_whole() {
         record.write(&out, shard)?;
         eprintln!(
-            "{} images and {sidecar} written to {}; when every shard has run: dream3d collect {0}",
+            "{} images and {sidecar} written to {dir}; when every shard has run: dream3d collect {dir}",
             all.len(),
-            out.display()
+            dir = out.display()
         );
         return Ok(());
     }
