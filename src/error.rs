@@ -70,6 +70,9 @@ pub enum Error {
     #[error("step {step}: the DMTet grid's signed distances or deformations went non-finite in its Adam update; the surface is not saved, surface.safetensors keeps its last checkpoint: lower [refine] lr in the run's config.toml, then resume")]
     NonFiniteSurface { step: u64 },
 
+    #[error("step {step}: the texture's field went non-finite in its AdamW update ({groups}); it is not saved, texture.safetensors keeps its last checkpoint: lower [refine.texture_adam]'s learning rate for that group in the run's config.toml, then resume")]
+    NonFiniteTexture { step: u64, groups: String },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

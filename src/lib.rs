@@ -8,6 +8,7 @@ pub mod diffusion;
 pub mod distill;
 pub mod dmtet;
 pub mod error;
+pub mod eval;
 pub mod field;
 pub mod files;
 pub mod fit;

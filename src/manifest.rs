@@ -8,7 +8,6 @@ use crate::files::write_atomic;
 use crate::shard::Shard;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,16 +50,10 @@ pub fn manifest_path(dir: &Path, shard: Shard) -> PathBuf {
     }
 }
 
-/// Appends `record` to `shard`'s manifest in `dir` (one line, flushed).
+/// Appends `record` to `shard`'s manifest in `dir` (one whole line).
 pub fn append(dir: &Path, shard: Shard, record: &ItemRecord) -> Result<()> {
-    let path = manifest_path(dir, shard);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
     let line = serde_json::to_string(record).expect("records serialise");
-    writeln!(file, "{line}").map_err(|e| Error::io(&path, e))
+    crate::files::append_line(&manifest_path(dir, shard), &line)
 }
 
 /// Every manifest line in `dir`, the last one per item winning (a requeued shard appends

@@ -5,7 +5,6 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Where runs go unless told otherwise (`fit-NAME`, `generate`, `samples`).
@@ -111,12 +110,6 @@ impl RunDir {
     }
 
     pub fn append_metrics(&self, line: &serde_json::Value) -> Result<()> {
-        let path = self.metrics_path();
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
+        crate::files::append_line(&self.metrics_path(), &line.to_string())
     }
 }

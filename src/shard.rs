@@ -61,11 +61,6 @@ impl Shard {
         Self::new(i, n)
     }
 
-    /// Whether item `item` is this shard's.
-    pub fn owns(&self, item: usize) -> bool {
-        item % self.count as usize == self.index as usize
-    }
-
     /// This shard's items among `total`, in order.
     pub fn items(&self, total: usize) -> Vec<usize> {
         (self.index as usize..total)
@@ -118,7 +113,8 @@ impl Shard {
                 )));
             }
             let index = (id - min) / step;
-            let shard = Self::new(index as u32, count as u32).map_err(|_| {
+            let narrow = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            let shard = Self::new(narrow(index), narrow(count)).map_err(|_| {
                 Error::Input(format!(
                     "SLURM_ARRAY_TASK_ID={id} is task {index} of an array of SLURM_ARRAY_TASK_COUNT={count}: pass --shard I/N"
                 ))
@@ -131,7 +127,8 @@ impl Shard {
                     "JOB_COMPLETION_INDEX={index} (a Kubernetes Indexed Job) needs --shards N, the Job's completions"
                 ))
             })?;
-            return Ok((Self::new(index as u32, count)?, ShardSource::Kubernetes));
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            return Ok((Self::new(index, count)?, ShardSource::Kubernetes));
         }
         if let Some(n) = shards.filter(|&n| n != 1) {
             return Err(Error::Input(format!(
@@ -174,7 +171,7 @@ mod tests {
             for index in 0..count {
                 let shard = Shard::new(index, count).unwrap();
                 for k in shard.items(20) {
-                    assert!(shard.owns(k));
+                    assert_eq!(k % count as usize, index as usize);
                     seen[k] += 1;
                 }
             }

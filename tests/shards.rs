@@ -256,7 +256,8 @@ fn the_kubernetes_job_runs_one_shard_per_completion_index() {
 }
 
 /// The shipped Slurm script: valid shell, an array job that requeues, is warned before its
-/// time limit and passes the warning on to dream3d.
+/// time limit (SIGUSR1, so that `scancel`'s SIGTERM does not requeue) and stops dream3d with
+/// SIGTERM either way.
 #[test]
 fn the_slurm_script_is_a_requeueing_array_job() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/slurm/generate.sbatch");
@@ -266,7 +267,7 @@ fn the_slurm_script_is_a_requeueing_array_job() {
     for needle in [
         "#SBATCH --array=",
         "#SBATCH --requeue",
-        "#SBATCH --signal=B:TERM@",
+        "#SBATCH --signal=B:USR1@",
         "dream3d generate",
         "--run-dir",
         "--seed",

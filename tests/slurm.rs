@@ -2,8 +2,11 @@
 //! slurm-wlm and munge, started as daemons by this test and stopped by their PIDs) runs a job
 //! array of 3 `sample` tasks over 6 images of the tiny Stable Diffusion; one task is cancelled
 //! while it runs and requeued, and `collect` then finds 6 of 6 images, byte-identical to one
-//! process's. Then an array of 2 `generate` tasks over 3 assets of the tiny MVDream, whose
-//! outputs must be valid glTF (GPU atomics make their bytes differ). Needs root, as slurmd does.
+//! process's. Then the shipped `examples/slurm/generate.sbatch` as an array of 2 `generate` tasks
+//! over 3 assets of the tiny MVDream, one task warned of its time limit mid-asset so that it
+//! checkpoints and requeues itself, and starts again after Slurm's requeue delay (≥ 121 s); the
+//! outputs must be valid glTF (GPU atomics make their bytes differ). Needs root or passwordless
+//! sudo, as slurmd does.
 
 mod common;
 
@@ -134,6 +137,26 @@ fn batch_script(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     path
 }
 
+/// Starts pending task `task` now instead of after Slurm's requeue delay: the release is
+/// repeated while it stays pending (one issued just after the requeue can be overwritten).
+fn release(node: &Node, task: &str) {
+    wait_until(
+        "the requeued task to start",
+        Duration::from_secs(120),
+        || match node.state(task).as_deref() {
+            Some("PENDING") => {
+                // It may start between the look and the update ("no longer pending"): fine.
+                let _ = node
+                    .command("scontrol")
+                    .args(["update", &format!("JobId={task}"), "StartTime=now"])
+                    .output();
+                false
+            }
+            _ => true,
+        },
+    );
+}
+
 fn collect(dir: &Path) -> Output {
     common::dream3d(dir)
         .args(["collect", "."])
@@ -199,22 +222,9 @@ fn job_arrays_survive_a_cancelled_task_and_collect_everything() {
         !sharded.join("0004.png").exists(),
         "task 1 finished before it could be cancelled: raise STEPS"
     );
-    // Requeued; Slurm holds a requeued job back ≥ 121 s, so it is released by hand once pending.
+    // Requeued; Slurm holds a requeued job back ≥ 121 s, so it is released by hand.
     node.run("scontrol", &["requeue", &task]);
-    wait_until(
-        "the requeued task to start",
-        Duration::from_secs(120),
-        || match node.state(&task).as_deref() {
-            Some("PENDING") => {
-                node.run(
-                    "scontrol",
-                    &["update", &format!("JobId={task}"), "StartTime=now"],
-                );
-                false
-            }
-            _ => true,
-        },
-    );
+    release(&node, &task);
     node.wait_for(&job, work, Duration::from_secs(600));
 
     let manifest = std::fs::read_to_string(sharded.join("manifest.shard-1-of-3.jsonl")).unwrap();
@@ -245,45 +255,95 @@ fn job_arrays_survive_a_cancelled_task_and_collect_everything() {
         );
     }
 
-    // generate: 3 assets over an array of 2 tasks.
+    // generate: the shipped array script (examples/slurm/generate.sbatch), 3 assets over 2
+    // tasks. Task 0 is warned of its time limit while it distils its first asset (SIGUSR1 to
+    // the batch shell, what --signal=B:USR1@300 sends): the script stops dream3d, which
+    // checkpoints, and requeues the task, whose rerun continues the shard's plan.
     write_consistent_tiny(work, "tiny-4view.safetensors");
     std::fs::write(work.join("small.toml"), GENERATE_TOML).unwrap();
-    let script = batch_script(
-        work,
-        "generate.sh",
-        &[
-            "generate",
-            "--mvdream",
-            "tiny-4view.safetensors",
-            "--prompt",
-            "a chair",
-            "--config",
-            "small.toml",
-            "--steps",
-            "3",
-            "--assets",
-            "3",
-            "--seed",
-            "4",
-            "--run-dir",
-            "runs",
-            "-o",
-            "out.glb",
-            "--resolution",
-            "48",
-            "--threshold",
-            "5",
-            "--frames",
-            "0",
-        ],
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/slurm/generate.sbatch");
+    let binary_dir = Path::new(env!("CARGO_BIN_EXE_dream3d")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        binary_dir.display(),
+        std::env::var("PATH").unwrap()
     );
-    let job = node.submit_array(work, "0-1", &script);
+    let out = node
+        .command("sbatch")
+        .args(["--parsable", "--array", "0-1", "--cpus-per-task", "1", "--mem", "2G"])
+        .args(["--gres", "none"])
+        .arg("--chdir")
+        .arg(work)
+        .arg("--output")
+        .arg(work.join("slurm-%A_%a.out"))
+        .arg(&shipped)
+        .env("PATH", path)
+        .env("DIST", "")
+        .env("ASSETS", "3")
+        .env("SEED", "4")
+        .env("OUT", work.join("gen"))
+        .env(
+            "EXTRA",
+            "--mvdream tiny-4view.safetensors --prompt chair --config small.toml --steps 30 --resolution 48 --threshold 5 --frames 0",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sbatch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let task = format!("{job}_0");
+    let metrics = work.join("gen/runs/asset-0000/metrics.jsonl");
+    let logged = || std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count());
+    wait_until("task 0's first steps", Duration::from_secs(300), || {
+        logged() >= 3
+    });
+    node.run("scancel", &["--batch", "--signal", "USR1", &task]);
+    wait_until(
+        "the warned task to requeue itself",
+        Duration::from_secs(120),
+        || node.state(&task).as_deref() == Some("PENDING"),
+    );
+    // Left to start after Slurm's own requeue delay (≥ 121 s): released at once, slurmd
+    // refused the launch of a job it had just killed ("already killed, do not launch") 1 run in
+    // 3, and the task failed.
+    let stopped_at = logged();
+    assert!(
+        stopped_at < 30,
+        "task 0 finished its asset before the warning"
+    );
     node.wait_for(&job, work, Duration::from_secs(600));
-    let out = collect(&work.join("runs"));
+    let log = std::fs::read_to_string(work.join(format!("slurm-{job}_0.out"))).unwrap();
+    if !log.contains("continuing the plan of shard 0/2") {
+        let read =
+            |name: &str| std::fs::read_to_string(node.dir.path().join(name)).unwrap_or_default();
+        panic!(
+            "no rerun:\n{log}\n--- slurmctld.log\n{}\n--- slurmd.log\n{}",
+            read("slurmctld.log"),
+            read("slurmd.log")
+        );
+    }
+    let steps: Vec<u64> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        (0..30).collect::<Vec<_>>(),
+        "each step of the interrupted asset logged once"
+    );
+    let out = collect(&work.join("gen/runs"));
     common::assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 of 3 items"));
     for i in 0..3 {
-        let issues = common::validate_gltf(&work.join(format!("out-{i:04}.glb")));
+        let issues = common::validate_gltf(&work.join(format!("gen/asset-{i:04}.glb")));
         assert_eq!(issues["numErrors"], 0, "asset {i}: {issues}");
     }
 }

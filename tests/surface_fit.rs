@@ -517,7 +517,7 @@ fn refining_a_fitted_field_beats_its_isosurface_export() {
             .collect();
         let grad_points = renderer.texture_backward(&grad).unwrap();
         field
-            .albedo_backward(&rendered.points, &grad_points)
+            .albedo_backward(&rendered.points, &rendered.colours, &grad_points)
             .unwrap();
         field.adam_step(&adam).unwrap();
     }

@@ -119,7 +119,17 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             std::env::var(k).ok()
         })?,
     };
-    if !shard.is_whole() {
+    // Sharded: by flag or scheduler, even as the one shard of 1 (what `collect` redoes a
+    // whole run with): a rerun continues the shard's plan and skips what it made.
+    let sharded = shard_source != ShardSource::Whole;
+    if sharded {
+        if shard.index as usize >= args.assets {
+            eprintln!(
+                "shard {shard} has none of the {} assets: nothing to do",
+                args.assets
+            );
+            return Ok(());
+        }
         eprintln!("{}", shard_source.describe(shard));
         anyhow::ensure!(
             args.run_dir.is_some() && args.seed.is_some(),
@@ -131,15 +141,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .as_deref()
         .is_some_and(|dir| Plan::exists(dir, Shard::WHOLE));
     // A shard started again (the scheduler requeued it) finds its plan and goes on with it.
-    let continuing_shard = !shard.is_whole()
+    let continuing_shard = sharded
         && args
             .run_dir
             .as_deref()
             .is_some_and(|dir| Plan::exists(dir, shard));
     let outputs: Vec<PathBuf> = (0..args.assets)
-        .map(|i| output_path(&args, i, !shard.is_whole()))
+        .map(|i| output_path(&args, i, sharded))
         .collect();
-    if !resuming_plan && shard.is_whole() {
+    if !resuming_plan && !sharded {
         for out in &outputs {
             if out.exists() && !args.force {
                 bail!("{} exists: pass --force to replace it", out.display());
@@ -276,7 +286,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             &["config.toml", PLAN_FILE],
         )
     });
-    if args.assets == 1 && shard.is_whole() {
+    if args.assets == 1 && !sharded {
         config.distill.seed = seed;
         let conditioning = Conditioning {
             cond: conds[0].clone(),
@@ -359,12 +369,18 @@ fn report_plan(outcome: PlanOutcome, plan: &Plan, root: &Path) -> anyhow::Result
         );
     }
     if let PlanOutcome::Interrupted { index, next_step } = outcome {
+        // A shard's plan goes on by its own command again; a whole plan by --resume.
+        let shard = plan.shard()?;
+        let again = if shard.is_whole() {
+            format!("dream3d generate --resume {}", root.display())
+        } else {
+            format!("{} --shard {shard}", plan.command)
+        };
         eprintln!(
-            "interrupted in asset {} of {}: checkpoint at step {next_step} in {}; continue every asset with: dream3d generate --resume {}",
+            "interrupted in asset {} of {}: checkpoint at step {next_step} in {}; continue every asset with: {again}",
             index + 1,
             plan.assets.len(),
             root.join(&plan.assets[index].run_dir).display(),
-            root.display()
         );
     }
     Ok(())

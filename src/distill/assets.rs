@@ -7,7 +7,7 @@
 
 use super::guidance::MultiViewGuidance;
 use super::latents::LatentEncoder;
-use super::refine::{self, RefineOutcome, Refined, Refiner, SURFACE_FILE};
+use super::refine::{self, RefineOutcome, Refined, Refiner, SURFACE_FILE, TEXTURE_FILE};
 use super::run::{self, Conditioning, GenerateConfig, GenerateEvent, Outcome, FIELD_FILE};
 use super::step::Distiller;
 use crate::camera::Camera;
@@ -100,6 +100,15 @@ impl Asset {
                     before.distill.steps
                 )));
             }
+            if config.refine.geometry_steps != before.refine.geometry_steps
+                && run.path(TEXTURE_FILE).is_file()
+            {
+                return Err(Error::Input(format!(
+                    "{}: the texture phase has begun after {} geometry steps, which can no longer change; resume without --refine-steps, or set [refine] texture_steps in its config.toml",
+                    root.display(),
+                    before.refine.geometry_steps
+                )));
+            }
             config.validate()?;
             run.save_config(&config)?;
         }
@@ -114,8 +123,9 @@ impl Asset {
         })
     }
 
-    /// Distils MVDream into the field up to the configured steps, then exports it (and a
-    /// turntable) unless stopped first.
+    /// Distils MVDream into the field up to the configured steps, refines the mesh stage's
+    /// surface and texture when configured, then exports the asset (and a turntable) and records
+    /// it finished, unless stopped first.
     pub fn generate(
         self,
         mv: &MvdreamModel,
@@ -165,30 +175,61 @@ impl Asset {
                 &self.output,
                 on_event,
             )?;
-            return Ok(outcome);
+        } else {
+            let mut refiner = Refiner {
+                config: &self.config,
+                guidance: &guidance,
+                encoder: &encoder,
+                renderer: SurfaceRenderer::new(distiller.field.ctx.clone())?,
+            };
+            // The field moves into the mesh stage, whose texture phase goes on fitting it.
+            let outcome = refine::run(&mut refiner, distiller.field, &self.run, stop, |e| {
+                on_event(AssetEvent::Run(e))
+            })?;
+            let refined = match outcome {
+                RefineOutcome::Interrupted { next_step } => {
+                    return Ok(Outcome::Interrupted { next_step })
+                }
+                RefineOutcome::Finished(refined) => refined,
+            };
+            finish_refined(
+                &mut refiner,
+                &refined,
+                &self.run,
+                finish,
+                &self.output,
+                on_event,
+            )?;
         }
-        let mut refiner = Refiner {
-            config: &self.config,
-            guidance: &guidance,
-            encoder: &encoder,
-            renderer: SurfaceRenderer::new(distiller.field.ctx.clone())?,
-        };
-        match refine::run(&mut refiner, &distiller.field, &self.run, stop, |e| {
-            on_event(AssetEvent::Run(e))
-        })? {
-            RefineOutcome::Interrupted { next_step } => Ok(Outcome::Interrupted { next_step }),
-            RefineOutcome::Finished(refined) => {
-                finish_refined(
-                    &mut refiner,
-                    &refined,
-                    &self.run,
-                    finish,
-                    &self.output,
-                    on_event,
-                )?;
-                Ok(Outcome::Finished)
-            }
+        Finished {
+            output: self.output.clone(),
+            steps: self.config.total_steps(),
         }
+        .save(&self.run)?;
+        Ok(Outcome::Finished)
+    }
+}
+
+/// What a finished asset's run directory records (`finished.json`): its output and the steps it
+/// was made with. A plan skips an asset only when this matches and the output reads back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    pub output: PathBuf,
+    pub steps: u64,
+}
+
+impl Finished {
+    const FILE: &'static str = "finished.json";
+
+    fn save(&self, run: &RunDir) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("records serialise");
+        write_atomic(&run.path(Self::FILE), text.as_bytes())
+    }
+
+    /// The record in run directory `dir`, if it finished.
+    pub fn load(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(dir.join(Self::FILE)).ok()?;
+        serde_json::from_str(&text).ok()
     }
 }
 
@@ -310,13 +351,14 @@ fn finish_refined(
         triangles: mesh.triangles.len(),
     });
     let surface = refined.surface.surface();
+    let background = config.refine.background;
     write_turntable(run, finish, on_event, |turntable, camera| {
         refiner.surface_view(
             &surface,
             Some(&refined.texture),
             camera,
             turntable.size,
-            [1.0; 3],
+            background,
         )
     })
 }
@@ -328,11 +370,15 @@ fn finish_refined(
 pub struct Plan {
     /// The settings every asset shares; each asset's `distill.seed` is its own.
     pub config: GenerateConfig,
-    /// Assets of the whole command; a shard's plan holds its share of them.
+    /// Assets of the whole command; a shard's plan holds its share of them (0 in plans
+    /// written before shards: then every asset, numbered by position).
+    #[serde(default)]
     pub items: usize,
     /// This plan's shard, `I/N` (`0/1`: every asset).
+    #[serde(default = "whole_shard")]
     pub shard: String,
     /// What every shard runs, recorded in the manifest for `dream3d collect`'s redo commands.
+    #[serde(default)]
     pub command: String,
     pub assets: Vec<PlannedAsset>,
 }
@@ -341,6 +387,7 @@ pub struct Plan {
 #[serde(deny_unknown_fields)]
 pub struct PlannedAsset {
     /// Its index among all the command's assets (its seed and names follow from it).
+    #[serde(default)]
     pub item: usize,
     pub seed: u64,
     /// The asset's run directory, inside the parent.
@@ -357,6 +404,10 @@ pub enum PlanOutcome {
         index: usize,
         next_step: u64,
     },
+}
+
+fn whole_shard() -> String {
+    Shard::WHOLE.to_string()
 }
 
 /// The plan file of `shard`.
@@ -405,10 +456,18 @@ impl Plan {
     pub fn open(root: &Path, shard: Shard) -> Result<Self> {
         let path = root.join(plan_file(shard));
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        toml::from_str(&text).map_err(|e| Error::BadConfig {
+        let mut plan: Self = toml::from_str(&text).map_err(|e| Error::BadConfig {
             path,
             reason: e.to_string(),
-        })
+        })?;
+        if plan.items == 0 {
+            // Written before shards: every asset, numbered by position.
+            plan.items = plan.assets.len();
+            for (i, asset) in plan.assets.iter_mut().enumerate() {
+                asset.item = i;
+            }
+        }
+        Ok(plan)
     }
 
     /// Whether `root` holds `shard`'s plan.
@@ -478,7 +537,10 @@ impl Plan {
         };
         let mut failed = vec![];
         for (index, planned) in self.assets.iter().enumerate() {
-            let made = manifest::check_output(&planned.output).is_ok();
+            // Made by this plan, with its steps, and still readable: not merely a file there.
+            let made = Finished::load(&root.join(&planned.run_dir)).is_some_and(|f| {
+                f.output == planned.output && f.steps == self.config.total_steps()
+            }) && manifest::check_output(&planned.output).is_ok();
             on_event(AssetEvent::Asset {
                 index,
                 of: self.assets.len(),

@@ -8,7 +8,7 @@
 
 use super::guidance::Guidance;
 use super::latents::LatentEncoder;
-use super::run::{GenerateConfig, GenerateEvent, FIELD_FILE, VALIDATION_DIR};
+use super::run::{GenerateConfig, GenerateEvent, VALIDATION_DIR};
 use super::schedule::{Ramp, TimestepSchedule};
 use super::step::{score_views, StageTimes, ViewScore};
 use crate::camera::Camera;
@@ -203,9 +203,13 @@ impl SurfaceState {
                 .density_grid(resolution + 1)?
                 .into_iter()
                 .fold(0f32, f32::max);
+            let advice = if peak > 0.0 {
+                format!("set [refine] threshold lower, e.g. {:.3}, or ", peak * 0.5)
+            } else {
+                "the field is empty: ".into()
+            };
             return Err(Error::Input(format!(
-                "the field has no surface at density {threshold} (its highest on the grid is {peak:.3}): set [refine] threshold lower, e.g. {:.3}, or skip the mesh stage with --refine-steps 0",
-                peak * 0.5
+                "the field has no surface at density {threshold} (its highest on the grid is {peak:.3}): {advice}skip the mesh stage with --refine-steps 0"
             )));
         }
         Ok(state)
@@ -500,7 +504,7 @@ impl Refiner<'_> {
         let grad_points = self
             .renderer
             .texture_backward(&through_over(&score.grad, s.background))?;
-        field.albedo_backward(&rendered.points, &grad_points)?;
+        field.albedo_backward(&rendered.points, &rendered.colours, &grad_points)?;
         times.render_backward = seconds(start);
 
         let start = Instant::now();
@@ -647,8 +651,7 @@ impl PhaseState for TextureState<'_> {
         refiner
             .texture_step(self.surface, &mut self.field, step)
             .map_err(|e| match e {
-                // Named by the run's step, not the texture field's own count.
-                Error::NonFiniteField { groups, .. } => Error::NonFiniteField { step, groups },
+                Error::NonFiniteField { groups, .. } => Error::NonFiniteTexture { step, groups },
                 e => e,
             })
     }
@@ -726,20 +729,22 @@ fn run_phase<P: PhaseState>(
 /// Ctrl-C and non-finite guards.
 pub fn run(
     refiner: &mut Refiner,
-    field: &GpuField,
+    field: GpuField,
     run: &RunDir,
     stop: &AtomicBool,
     mut on_event: impl FnMut(GenerateEvent),
 ) -> Result<RefineOutcome> {
     let config = refiner.config;
     let s = config.refine.clone();
-    let first = config.distill.steps;
+    // Numbered after the field's steps as taken (more than configured if `--steps` shrank
+    // after the field's stage ended), so no two metrics lines share a step.
+    let first = field.step.max(config.distill.steps);
     let surface_path = run.path(SURFACE_FILE);
     let texture_path = run.path(TEXTURE_FILE);
     let mut state = if surface_path.is_file() {
         SurfaceState::load(&surface_path)?
     } else {
-        let state = SurfaceState::from_field(field, s.resolution, s.threshold)?;
+        let state = SurfaceState::from_field(&field, s.resolution, s.threshold)?;
         // A last good state from the start, as the field's stage keeps one.
         state.save(&surface_path)?;
         state
@@ -761,13 +766,16 @@ pub fn run(
         }
     }
 
-    // The texture phase on the frozen surface, fitting a copy of the stage-1 field.
+    // The texture phase on the frozen surface, fitting the field further (its stage's result
+    // stays in field.safetensors; the texture's is texture.safetensors).
     let surface = state.surface();
-    let ctx = field.ctx.clone();
     let field = if texture_started {
+        let ctx = field.ctx.clone();
+        // One field on the GPU at a time.
+        drop(field);
         GpuField::load(ctx, &texture_path)?
     } else {
-        let mut texture = GpuField::load(ctx, &run.path(FIELD_FILE))?;
+        let mut texture = field;
         texture.step = 0;
         texture.reset_optimizer();
         if s.texture_steps > 0 {

@@ -32,6 +32,8 @@ pub struct TextureRender {
     pub image: Vec<[f32; 4]>,
     /// The surface point under each covered pixel, in pixel order.
     pub points: Vec<[f32; 3]>,
+    /// The colour looked up at each of those points.
+    pub colours: Vec<[f32; 3]>,
 }
 
 struct NormalRender {
@@ -218,6 +220,7 @@ impl SurfaceRenderer {
         Ok(TextureRender {
             image: pixels(&out),
             points,
+            colours,
         })
     }
 

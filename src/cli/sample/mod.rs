@@ -14,7 +14,7 @@ use dream3d::manifest::{self, ItemRecord, ItemStatus};
 use dream3d::mvdream::MvdreamModel;
 use dream3d::prompt::Edit;
 use dream3d::sample::{ImageSampler, ImageSeed, Models, SampleSettings};
-use dream3d::shard::Shard;
+use dream3d::shard::{Shard, ShardSource};
 use dream3d::stable_diffusion::StableDiffusion;
 use indicatif::{ProgressBar, ProgressStyle};
 use init_noise::InitNoise;
@@ -154,7 +154,17 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let (shard, shard_source) = Shard::detect(args.shard.as_deref(), args.shards, |k| {
         std::env::var(k).ok()
     })?;
-    if !shard.is_whole() {
+    // Sharded: by flag or scheduler, even as the one shard of 1 (what `collect` redoes a
+    // whole run with): the folder is shared, what is made there is skipped.
+    let sharded = shard_source != ShardSource::Whole;
+    if sharded {
+        if shard.index as usize >= args.images {
+            eprintln!(
+                "shard {shard} has none of the {} images: nothing to do",
+                args.images
+            );
+            return Ok(());
+        }
         eprintln!("{}", shard_source.describe(shard));
         anyhow::ensure!(
             args.output.is_some() && args.seed.is_some(),
@@ -172,7 +182,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         )
     });
     // Shards share the folder: what is already made there is skipped instead.
-    if shard.is_whole() && out.join(sidecar::FILE).exists() && !args.force {
+    if !sharded && out.join(sidecar::FILE).exists() && !args.force {
         bail!(
             "{} already holds samples ({}): choose another -o, or pass --force to overwrite them",
             out.display(),
@@ -304,11 +314,12 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         record.command,
         shell_command(&[std::path::absolute(&out)?.display().to_string()])
     );
+    let conditioning = record.conditioning.clone();
     let manifest_record = |item: usize, files: Vec<String>, status, seconds| ItemRecord {
         item,
         of: args.images,
         seed: seed.wrapping_add(item as u64),
-        conditioning: record.conditioning.clone(),
+        conditioning: conditioning.clone(),
         outputs: files,
         status,
         seconds,
@@ -322,12 +333,20 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     for &i in &mine {
         let files = object_files(i, views);
         // A shard's images already made (by a run the scheduler killed or requeued) are kept.
-        if !shard.is_whole() && manifest::outputs_valid(&out, &files) {
+        if sharded && manifest::outputs_valid(&out, &files) {
             manifest::append(
                 &out,
                 shard,
-                &manifest_record(i, files, ItemStatus::Skipped, 0.0),
+                &manifest_record(i, files.clone(), ItemStatus::Skipped, 0.0),
             )?;
+            // Kept in this shard's sidecar as an earlier run made it (no --init-noise here).
+            let image_seed = seed.wrapping_add(i as u64);
+            record.images.push(ImageRecord {
+                files,
+                seed: image_seed,
+                init_noise_row: None,
+                command: Some(regenerate(image_seed, 1, None)),
+            });
         } else {
             indices.push(i);
         }
@@ -375,7 +394,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     }
     progress.finish();
     let sidecar = sidecar::file_name(shard);
-    if !shard.is_whole() {
+    if sharded {
         record.write(&out, shard)?;
         eprintln!(
             "{} images and {sidecar} written to {dir}; when every shard has run: dream3d collect {dir}",

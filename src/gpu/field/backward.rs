@@ -54,35 +54,32 @@ impl GpuField {
 }
 
 impl GpuField {
-    /// Adds to the parameter gradients the gradient of Σ grad·albedo(point) over `points`
-    /// (density gets none: the geometry is held elsewhere). Returns the albedo at the points,
-    /// as [`GpuField::query`] gives it.
+    /// Adds to the parameter gradients the gradient of Σ grad·albedo(point) over `points`,
+    /// where the field's albedo is `albedo` (as [`GpuField::query`] gave it: the sigmoid's
+    /// derivative comes from it). Density gets none: the geometry is held elsewhere.
     pub fn albedo_backward(
         &mut self,
         points: &[[f32; 3]],
+        albedo: &[[f32; 3]],
         grad_albedo: &[[f32; 3]],
-    ) -> Result<Vec<[f32; 3]>> {
-        if grad_albedo.len() != points.len() {
+    ) -> Result<()> {
+        if grad_albedo.len() != points.len() || albedo.len() != points.len() {
             return Err(Error::Input(format!(
-                "albedo backward: {} gradients for {} points",
+                "albedo backward: {} gradients and {} albedo values for {} points",
                 grad_albedo.len(),
+                albedo.len(),
                 points.len()
             )));
         }
         if points.is_empty() {
-            return Ok(vec![]);
+            return Ok(());
         }
-        let albedo: Vec<[f32; 3]> = self
-            .query(points)?
-            .iter()
-            .map(|v| [v[0], v[1], v[2]])
-            .collect();
         // `SampleGrad` of field_backward.wgsl: (position, dL/d raw density = 0) and dL/d(albedo
         // pre-activation) = g·a(1 − a) through the sigmoid.
         let records: Vec<[f32; 8]> = points
             .iter()
             .zip(grad_albedo)
-            .zip(&albedo)
+            .zip(albedo)
             .map(|((p, g), a)| {
                 let pre = |k: usize| g[k] * a[k] * (1.0 - a[k]);
                 [p[0], p[1], p[2], 0.0, pre(0), pre(1), pre(2), 0.0]
@@ -110,7 +107,6 @@ impl GpuField {
             ],
             Groups::Grid(dispatch_size(count.div_ceil(SAMPLES_PER_BACKWARD_GROUP))),
         );
-        ctx.wait()?;
-        Ok(albedo)
+        ctx.wait()
     }
 }
