@@ -90,10 +90,12 @@ pub struct GenerateArgs {
     /// MVDream architecture in the official YAML format.
     #[arg(long, value_name = "FILE.yaml")]
     mvdream_config: Option<PathBuf>,
-    /// Isosurface grid points per side for the export.
+    /// Isosurface grid points per side for the export without the mesh stage
+    /// (--refine-steps 0); the mesh stage's grid is `[refine] resolution` in the config.
     #[arg(long, default_value_t = 256)]
     resolution: u32,
-    /// Density of the exported surface (threestudio's 25).
+    /// Density of the exported isosurface without the mesh stage (threestudio's 25); the mesh
+    /// stage starts from `[refine] threshold`.
     #[arg(long, default_value_t = 25.0)]
     threshold: f32,
     /// Bake the albedo into an N×N texture instead of vertex colours.
