@@ -1,0 +1,159 @@
+//! CLIP's image tower, for CLIP-I (and CLIP-T with a text tower): the layout transformers'
+//! `CLIPVisionModelWithProjection` and `CLIPModel` save (`vision_model.*`,
+//! `visual_projection.weight`), run by candle-transformers' `ClipVisionTransformer` as it is
+//! (evaluation needs no gradients) plus the projection. That module implements OpenAI's towers
+//! (quick_gelu, LayerNorm ε 1e-5); a config asking for anything else is refused, not
+//! approximated.
+
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use candle_transformers::models::clip::text_model::Activation;
+use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
+use image::imageops::FilterType;
+use image::RgbImage;
+use serde::Deserialize;
+use std::path::Path;
+
+/// OpenAI CLIP's pixel normalisation (transformers' `CLIPImageProcessor`).
+const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+const STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+
+/// The vision part of a transformers CLIP `config.json` (top level, or under `vision_config`).
+#[derive(Debug, Deserialize)]
+struct VisionConfig {
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    image_size: usize,
+    patch_size: usize,
+    #[serde(default = "three")]
+    num_channels: usize,
+    #[serde(default)]
+    projection_dim: Option<usize>,
+    #[serde(default = "quick_gelu")]
+    hidden_act: String,
+    #[serde(default = "layer_norm_eps")]
+    layer_norm_eps: f64,
+}
+
+fn three() -> usize {
+    3
+}
+
+fn quick_gelu() -> String {
+    "quick_gelu".into()
+}
+
+fn layer_norm_eps() -> f64 {
+    1e-5
+}
+
+pub struct ClipImageEncoder {
+    tower: ClipVisionTransformer,
+    projection: Linear,
+    /// Square input size.
+    pub image_size: usize,
+    pub embedding_dim: usize,
+}
+
+impl ClipImageEncoder {
+    /// The tower in folder `dir` (`config.json` and `model.safetensors`, as transformers saves
+    /// them), every tensor shape-checked against the config.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::BadConfig {
+                path: config_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let top_projection = json["projection_dim"].as_u64().map(|v| v as usize);
+        let vision = json.get("vision_config").unwrap_or(&json).clone();
+        let c: VisionConfig = serde_json::from_value(vision).map_err(|e| Error::BadConfig {
+            path: config_path.clone(),
+            reason: e.to_string(),
+        })?;
+        if c.hidden_act != "quick_gelu" || (c.layer_norm_eps - 1e-5).abs() > 1e-12 {
+            return Err(Error::BadConfig {
+                path: config_path,
+                reason: format!(
+                    "hidden_act {} and layer_norm_eps {}: only OpenAI's CLIP towers (quick_gelu, 1e-5) are supported, e.g. openai/clip-vit-large-patch14",
+                    c.hidden_act, c.layer_norm_eps
+                ),
+            });
+        }
+        let projection_dim =
+            c.projection_dim
+                .or(top_projection)
+                .ok_or_else(|| Error::BadConfig {
+                    path: config_path.clone(),
+                    reason:
+                        "no projection_dim: a CLIP checkpoint with its visual projection is needed"
+                            .into(),
+                })?;
+        let config = ClipVisionConfig {
+            embed_dim: c.hidden_size,
+            activation: Activation::QuickGelu,
+            intermediate_size: c.intermediate_size,
+            num_hidden_layers: c.num_hidden_layers,
+            num_attention_heads: c.num_attention_heads,
+            projection_dim,
+            num_channels: c.num_channels,
+            image_size: c.image_size,
+            patch_size: c.patch_size,
+        };
+        let weights = dir.join("model.safetensors");
+        let tensors =
+            candle_core::safetensors::load(&weights, device).map_err(|e| Error::io(&weights, e))?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let named = |e: candle_core::Error| Error::Input(format!("{}: {e}", weights.display()));
+        let tower = ClipVisionTransformer::new(vb.pp("vision_model"), &config).map_err(named)?;
+        let projection =
+            candle_nn::linear_no_bias(c.hidden_size, projection_dim, vb.pp("visual_projection"))
+                .map_err(named)?;
+        Ok(Self {
+            tower,
+            projection,
+            image_size: c.image_size,
+            embedding_dim: projection_dim,
+        })
+    }
+
+    /// Image embeddings (B × projection) of normalised pixels (B × 3 × size × size).
+    pub fn embed(&self, pixels: &Tensor) -> Result<Tensor> {
+        let pooled = self.tower.forward(pixels)?;
+        Ok(self.projection.forward(&pooled)?)
+    }
+
+    /// Images as the tower takes them, as `CLIPImageProcessor` prepares them: the shorter side
+    /// resized to the input size (bicubic: the `image` crate's Catmull-Rom, close to PIL's but
+    /// not bit-equal), the centre cropped square, scaled to [0, 1] and normalised.
+    pub fn preprocess(&self, images: &[RgbImage], device: &Device) -> Result<Tensor> {
+        let size = self.image_size as u32;
+        let mut data = Vec::with_capacity(images.len() * 3 * (size * size) as usize);
+        for image in images {
+            let (w, h) = image.dimensions();
+            if w == 0 || h == 0 {
+                return Err(Error::Input("an empty image cannot be embedded".into()));
+            }
+            let scale = size as f64 / w.min(h) as f64;
+            let (rw, rh) = (
+                ((w as f64 * scale).round() as u32).max(size),
+                ((h as f64 * scale).round() as u32).max(size),
+            );
+            let resized = image::imageops::resize(image, rw, rh, FilterType::CatmullRom);
+            let (x0, y0) = ((rw - size) / 2, (rh - size) / 2);
+            let crop = image::imageops::crop_imm(&resized, x0, y0, size, size).to_image();
+            for c in 0..3 {
+                data.extend(
+                    crop.pixels()
+                        .map(|p| (f32::from(p[c]) / 255.0 - MEAN[c]) / STD[c]),
+                );
+            }
+        }
+        let s = size as usize;
+        Ok(Tensor::from_vec(data, (images.len(), 3, s, s), device)?)
+    }
+}
