@@ -1,9 +1,9 @@
-//! CLIP's image tower against transformers on a tiny random tower it made
-//! (`tests/fixtures/eval/make_clip_tiny.py`), forwards within 1e-4; preprocessing's shape and
-//! normalisation; configs the tower cannot run are refused.
+//! CLIP's image and text towers against transformers on tiny random towers it made
+//! (`tests/fixtures/eval/make_clip_tiny.py`, `make_clip_text_tiny.py`), forwards within 1e-4;
+//! preprocessing's shape and normalisation; configs the towers cannot run are refused.
 
 use candle_core::Device;
-use dream3d::eval::clip::ClipImageEncoder;
+use dream3d::eval::clip::{ClipImageEncoder, ClipTextEncoder};
 use std::path::{Path, PathBuf};
 
 fn fixture() -> PathBuf {
@@ -98,4 +98,28 @@ fn towers_it_cannot_run_are_refused_by_name() {
         .unwrap()
         .to_string();
     assert!(e.contains("/nonexistent/config.json"), "{e}");
+}
+
+#[test]
+fn text_embeddings_match_transformers() {
+    let dir = fixture().with_file_name("clip_text_tiny");
+    let encoder = ClipTextEncoder::load(&dir, &Device::Cpu).unwrap();
+    let parity =
+        candle_core::safetensors::load(dir.join("parity.safetensors"), &Device::Cpu).unwrap();
+    let got = encoder.embed(&parity["input_ids"]).unwrap();
+    let want = &parity["text_embeds"];
+    assert_eq!(got.dims(), want.dims());
+    let max = |t: candle_core::Tensor| {
+        t.abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    let (diff, scale) = (max((got - want).unwrap()), max(want.clone()));
+    assert!(scale > 0.1, "the fixture's embeddings are degenerate");
+    assert!(diff <= 1e-4, "max |candle − transformers| = {diff}");
 }

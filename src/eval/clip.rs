@@ -8,16 +8,58 @@
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
-use candle_transformers::models::clip::text_model::Activation;
+use candle_transformers::models::clip::text_model::{
+    Activation, ClipTextConfig, ClipTextTransformer,
+};
 use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
 use image::imageops::FilterType;
 use image::RgbImage;
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// OpenAI CLIP's pixel normalisation (transformers' `CLIPImageProcessor`).
 const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 const STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+
+/// `dir/config.json`: its path, its JSON, and the top-level `projection_dim` of a whole
+/// `CLIPModel` config.
+fn read_config(dir: &Path) -> Result<(PathBuf, serde_json::Value, Option<usize>)> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let projection = json["projection_dim"].as_u64().map(|v| v as usize);
+    Ok((path, json, projection))
+}
+
+/// What candle-transformers' CLIP implements: OpenAI's towers.
+fn check_openai(path: &Path, activation: &str, eps: f64) -> Result<()> {
+    if activation != "quick_gelu" || (eps - 1e-5).abs() > 1e-12 {
+        return Err(Error::BadConfig {
+            path: path.to_path_buf(),
+            reason: format!(
+                "hidden_act {activation} and layer_norm_eps {eps}: only OpenAI's CLIP towers (quick_gelu, 1e-5) are supported, e.g. openai/clip-vit-large-patch14"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn projection_dim(path: &Path, dim: Option<usize>) -> Result<usize> {
+    dim.ok_or_else(|| Error::BadConfig {
+        path: path.to_path_buf(),
+        reason: "no projection_dim: a CLIP checkpoint with its projections is needed".into(),
+    })
+}
+
+/// `dir/model.safetensors` as a shape-checking builder, and its path for errors.
+fn weights(dir: &Path, device: &Device) -> Result<(VarBuilder<'static>, PathBuf)> {
+    let path = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&path, device).map_err(|e| Error::io(&path, e))?;
+    Ok((VarBuilder::from_tensors(tensors, DType::F32, device), path))
+}
 
 /// The vision part of a transformers CLIP `config.json` (top level, or under `vision_config`).
 #[derive(Debug, Deserialize)]
@@ -62,37 +104,14 @@ impl ClipImageEncoder {
     /// The tower in folder `dir` (`config.json` and `model.safetensors`, as transformers saves
     /// them), every tensor shape-checked against the config.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::BadConfig {
-                path: config_path.clone(),
-                reason: e.to_string(),
-            })?;
-        let top_projection = json["projection_dim"].as_u64().map(|v| v as usize);
+        let (config_path, json, top_projection) = read_config(dir)?;
         let vision = json.get("vision_config").unwrap_or(&json).clone();
         let c: VisionConfig = serde_json::from_value(vision).map_err(|e| Error::BadConfig {
             path: config_path.clone(),
             reason: e.to_string(),
         })?;
-        if c.hidden_act != "quick_gelu" || (c.layer_norm_eps - 1e-5).abs() > 1e-12 {
-            return Err(Error::BadConfig {
-                path: config_path,
-                reason: format!(
-                    "hidden_act {} and layer_norm_eps {}: only OpenAI's CLIP towers (quick_gelu, 1e-5) are supported, e.g. openai/clip-vit-large-patch14",
-                    c.hidden_act, c.layer_norm_eps
-                ),
-            });
-        }
-        let projection_dim =
-            c.projection_dim
-                .or(top_projection)
-                .ok_or_else(|| Error::BadConfig {
-                    path: config_path.clone(),
-                    reason:
-                        "no projection_dim: a CLIP checkpoint with its visual projection is needed"
-                            .into(),
-                })?;
+        check_openai(&config_path, &c.hidden_act, c.layer_norm_eps)?;
+        let projection_dim = projection_dim(&config_path, c.projection_dim.or(top_projection))?;
         let config = ClipVisionConfig {
             embed_dim: c.hidden_size,
             activation: Activation::QuickGelu,
@@ -104,11 +123,8 @@ impl ClipImageEncoder {
             image_size: c.image_size,
             patch_size: c.patch_size,
         };
-        let weights = dir.join("model.safetensors");
-        let tensors =
-            candle_core::safetensors::load(&weights, device).map_err(|e| Error::io(&weights, e))?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        let named = |e: candle_core::Error| Error::Input(format!("{}: {e}", weights.display()));
+        let (vb, file) = weights(dir, device)?;
+        let named = |e: candle_core::Error| Error::Input(format!("{}: {e}", file.display()));
         let tower = ClipVisionTransformer::new(vb.pp("vision_model"), &config).map_err(named)?;
         let projection =
             candle_nn::linear_no_bias(c.hidden_size, projection_dim, vb.pp("visual_projection"))
@@ -155,5 +171,84 @@ impl ClipImageEncoder {
         }
         let s = size as usize;
         Ok(Tensor::from_vec(data, (images.len(), 3, s, s), device)?)
+    }
+}
+
+/// The text part of a transformers CLIP `config.json` (top level, or under `text_config`).
+#[derive(Debug, Deserialize)]
+struct TextConfig {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    max_position_embeddings: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    #[serde(default)]
+    projection_dim: Option<usize>,
+    #[serde(default = "quick_gelu")]
+    hidden_act: String,
+    #[serde(default = "layer_norm_eps")]
+    layer_norm_eps: f64,
+    #[serde(default)]
+    eos_token_id: Option<i64>,
+}
+
+/// CLIP's text tower, for CLIP-T: pooled at the end-of-text token, projected.
+pub struct ClipTextEncoder {
+    tower: ClipTextTransformer,
+    projection: Linear,
+    pub max_tokens: usize,
+    pub embedding_dim: usize,
+}
+
+impl ClipTextEncoder {
+    /// The tower in folder `dir` (`config.json`, `model.safetensors`), shape-checked. It pools
+    /// at the highest token id: what transformers does under OpenAI's hub configs (their
+    /// legacy `eos_token_id` = 2), CLIP's end-of-text token being the last of its vocabulary;
+    /// a config with another end token is refused.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let (config_path, json, top_projection) = read_config(dir)?;
+        let text = json.get("text_config").unwrap_or(&json).clone();
+        let c: TextConfig = serde_json::from_value(text).map_err(|e| Error::BadConfig {
+            path: config_path.clone(),
+            reason: e.to_string(),
+        })?;
+        check_openai(&config_path, &c.hidden_act, c.layer_norm_eps)?;
+        if c.eos_token_id.is_some_and(|id| id != 2) {
+            return Err(Error::BadConfig {
+                path: config_path,
+                reason: "an eos_token_id other than OpenAI's legacy 2: transformers would pool at that token, this tower at the highest id".into(),
+            });
+        }
+        let projection_dim = projection_dim(&config_path, c.projection_dim.or(top_projection))?;
+        let config = ClipTextConfig {
+            vocab_size: c.vocab_size,
+            embed_dim: c.hidden_size,
+            activation: Activation::QuickGelu,
+            intermediate_size: c.intermediate_size,
+            max_position_embeddings: c.max_position_embeddings,
+            pad_with: None,
+            num_hidden_layers: c.num_hidden_layers,
+            num_attention_heads: c.num_attention_heads,
+            projection_dim,
+        };
+        let (vb, file) = weights(dir, device)?;
+        let named = |e: candle_core::Error| Error::Input(format!("{}: {e}", file.display()));
+        let tower = ClipTextTransformer::new(vb.pp("text_model"), &config).map_err(named)?;
+        let projection =
+            candle_nn::linear_no_bias(c.hidden_size, projection_dim, vb.pp("text_projection"))
+                .map_err(named)?;
+        Ok(Self {
+            tower,
+            projection,
+            max_tokens: c.max_position_embeddings,
+            embedding_dim: projection_dim,
+        })
+    }
+
+    /// Text embeddings (B × projection) of token ids (B × tokens).
+    pub fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let pooled = self.tower.forward(input_ids)?;
+        Ok(self.projection.forward(&pooled)?)
     }
 }
