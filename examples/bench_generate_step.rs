@@ -8,7 +8,7 @@
 //!         [--background solid|neural|augmented] [--json OUT.json] [--f32]
 
 use anyhow::Result;
-use candle_core::{DType, Device};
+use candle_core::Device;
 use dream3d::distill::step::{DistillSettings, Distiller, StepReport};
 use dream3d::gpu::{GpuContext, GpuField};
 use std::sync::Arc;
@@ -22,13 +22,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let steps: u64 = common::arg(&args, "--steps").map_or(Ok(1), |s| s.parse())?;
     let dev = Device::cuda_if_available(0)?;
-    // f16 on GPUs, as generate runs; `--f32` there too (random full-size weights can
-    // overflow f16, which trained ones do not).
-    let dtype = if dev.is_cpu() || args.iter().any(|a| a == "--f32") {
-        DType::F32
-    } else {
-        DType::F16
-    };
+    let dtype = common::network_dtype(&args, &dev);
     let networks = common::RandomMvdream::new(dtype, &dev)?;
     let guidance = networks.guidance();
     let encoder = networks.encoder();

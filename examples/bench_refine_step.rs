@@ -10,7 +10,7 @@
 //!         [--json OUT.json] [--f32]
 
 use anyhow::Result;
-use candle_core::{DType, Device};
+use candle_core::Device;
 use dream3d::distill::refine::{RefineReport, RefineSettings, Refiner, SurfaceState};
 use dream3d::distill::run::GenerateConfig;
 use dream3d::field::FieldConfig;
@@ -30,11 +30,7 @@ fn main() -> Result<()> {
     let steps: u64 = common::arg(&args, "--steps").map_or(Ok(1), |s| s.parse())?;
     let resolution: u32 = common::arg(&args, "--resolution").map_or(Ok(128), |s| s.parse())?;
     let dev = Device::cuda_if_available(0)?;
-    let dtype = if dev.is_cpu() || args.iter().any(|a| a == "--f32") {
-        DType::F32
-    } else {
-        DType::F16
-    };
+    let dtype = common::network_dtype(&args, &dev);
     let networks = common::RandomMvdream::new(dtype, &dev)?;
     let guidance = networks.guidance();
     let encoder = networks.encoder();
@@ -110,7 +106,7 @@ fn main() -> Result<()> {
         let start = Instant::now();
         let mesh = export_mesh_glb(
             &field,
-            state.mesh(0.01),
+            surface.export_mesh(0.01),
             albedo,
             &path,
             serde_json::json!({}),

@@ -217,6 +217,15 @@ impl Surface {
         }
     }
 
+    /// The surface as an export takes it: welded, components under `min_component` of the
+    /// largest dropped.
+    pub fn export_mesh(&self, min_component: f64) -> TriangleMesh {
+        let mut mesh = self.to_mesh();
+        mesh.weld();
+        mesh.remove_small_components(min_component);
+        mesh
+    }
+
     /// dL/d(sdf) and dL/d(raw deformation), per grid point, from dL/d(positions), with the
     /// crossed edges held fixed.
     pub fn backward(

@@ -43,11 +43,7 @@ pub struct ItemRecord {
 
 /// The manifest file of `shard` in `dir`.
 pub fn manifest_path(dir: &Path, shard: Shard) -> PathBuf {
-    if shard.is_whole() {
-        dir.join("manifest.jsonl")
-    } else {
-        dir.join(format!("manifest.{}.jsonl", shard.tag()))
-    }
+    dir.join(shard.file_name("manifest.jsonl"))
 }
 
 /// Appends `record` to `shard`'s manifest in `dir` (one whole line).

@@ -73,9 +73,17 @@ impl Shard {
         self.count == 1
     }
 
-    /// A name part for files of this shard (`shard-2-of-8`).
-    pub fn tag(&self) -> String {
-        format!("shard-{}-of-{}", self.index, self.count)
+    /// This shard's own version of the job's file `name`: `name` itself for the whole job,
+    /// else with `shard-I-of-N` before its extension (`plan.toml` → `plan.shard-2-of-8.toml`).
+    pub fn file_name(&self, name: &str) -> String {
+        if self.is_whole() {
+            return name.into();
+        }
+        let tag = format!("shard-{}-of-{}", self.index, self.count);
+        match name.rsplit_once('.') {
+            Some((stem, extension)) => format!("{stem}.{tag}.{extension}"),
+            None => format!("{name}.{tag}"),
+        }
     }
 
     /// The shard from `--shard` (`flag`), else from the scheduler's variables read through
@@ -178,6 +186,17 @@ mod tests {
             assert!(seen.iter().all(|&n| n == 1), "{count} shards: {seen:?}");
         }
         assert_eq!(Shard::new(1, 3).unwrap().items(7), vec![1, 4]);
+    }
+
+    #[test]
+    fn shards_name_their_own_files() {
+        assert_eq!(Shard::WHOLE.file_name("plan.toml"), "plan.toml");
+        let shard = Shard::new(2, 8).unwrap();
+        assert_eq!(shard.file_name("plan.toml"), "plan.shard-2-of-8.toml");
+        assert_eq!(
+            shard.file_name("manifest.jsonl"),
+            "manifest.shard-2-of-8.jsonl"
+        );
     }
 
     #[test]

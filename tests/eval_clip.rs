@@ -2,6 +2,8 @@
 //! (`tests/fixtures/eval/make_clip_tiny.py`, `make_clip_text_tiny.py`), forwards within 1e-4;
 //! preprocessing's shape and normalisation; configs the towers cannot run are refused.
 
+mod common;
+
 use candle_core::Device;
 use dream3d::eval::clip::{ClipImageEncoder, ClipTextEncoder};
 use std::path::{Path, PathBuf};
@@ -10,35 +12,23 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/clip_tiny")
 }
 
+/// The embeddings within 1e-4 of the reference's, which must not be degenerate.
+fn assert_parity(got: &candle_core::Tensor, want: &candle_core::Tensor) {
+    assert!(
+        common::max_abs(want) > 0.1,
+        "the fixture's embeddings are degenerate"
+    );
+    let diff = common::max_abs_diff(got, want);
+    assert!(diff <= 1e-4, "max |candle − transformers| = {diff}");
+}
+
 #[test]
 fn image_embeddings_match_transformers() {
     let encoder = ClipImageEncoder::load(&fixture(), &Device::Cpu).unwrap();
     let parity =
         candle_core::safetensors::load(fixture().join("parity.safetensors"), &Device::Cpu).unwrap();
     let got = encoder.embed(&parity["pixel_values"]).unwrap();
-    let want = &parity["image_embeds"];
-    assert_eq!(got.dims(), want.dims());
-    let diff = (got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = want
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert!(scale > 0.1, "the fixture's embeddings are degenerate");
-    assert!(diff <= 1e-4, "max |candle − transformers| = {diff}");
+    assert_parity(&got, &parity["image_embeds"]);
 }
 
 #[test]
@@ -107,19 +97,5 @@ fn text_embeddings_match_transformers() {
     let parity =
         candle_core::safetensors::load(dir.join("parity.safetensors"), &Device::Cpu).unwrap();
     let got = encoder.embed(&parity["input_ids"]).unwrap();
-    let want = &parity["text_embeds"];
-    assert_eq!(got.dims(), want.dims());
-    let max = |t: candle_core::Tensor| {
-        t.abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    let (diff, scale) = (max((got - want).unwrap()), max(want.clone()));
-    assert!(scale > 0.1, "the fixture's embeddings are degenerate");
-    assert!(diff <= 1e-4, "max |candle − transformers| = {diff}");
+    assert_parity(&got, &parity["text_embeds"]);
 }

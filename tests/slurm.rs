@@ -53,16 +53,26 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Submits `script` as an array job `array` in `dir`; returns the array's job id.
-    fn submit_array(&self, dir: &Path, array: &str, script: &Path) -> String {
+    /// Submits `script` as an array job `array` in `dir`, with further sbatch `options` and
+    /// `env` for the script; returns the array's job id.
+    fn submit_array(
+        &self,
+        dir: &Path,
+        array: &str,
+        script: &Path,
+        options: &[&str],
+        env: &[(&str, String)],
+    ) -> String {
         let out = self
             .command("sbatch")
             .args(["--parsable", "--requeue", "--array", array])
+            .args(options)
             .arg("--chdir")
             .arg(dir)
             .arg("--output")
             .arg(dir.join("slurm-%A_%a.out"))
             .arg(script)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         assert!(
@@ -205,7 +215,7 @@ fn job_arrays_survive_a_cancelled_task_and_collect_everything() {
     let args = sample_args("sharded");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let script = batch_script(work, "sample.sh", &args);
-    let job = node.submit_array(work, "0-2", &script);
+    let job = node.submit_array(work, "0-2", &script, &[], &[]);
     let task = format!("{job}_1");
     let sharded = work.join("sharded");
     // Task 1 (shard 1/3: images 1 and 4) cancelled once its first image is written.
@@ -268,32 +278,24 @@ fn job_arrays_survive_a_cancelled_task_and_collect_everything() {
         binary_dir.display(),
         std::env::var("PATH").unwrap()
     );
-    let out = node
-        .command("sbatch")
-        .args(["--parsable", "--array", "0-1", "--cpus-per-task", "1", "--mem", "2G"])
-        .args(["--gres", "none"])
-        .arg("--chdir")
-        .arg(work)
-        .arg("--output")
-        .arg(work.join("slurm-%A_%a.out"))
-        .arg(&shipped)
-        .env("PATH", path)
-        .env("DIST", "")
-        .env("ASSETS", "3")
-        .env("SEED", "4")
-        .env("OUT", work.join("gen"))
-        .env(
-            "EXTRA",
-            "--mvdream tiny-4view.safetensors --prompt chair --config small.toml --steps 30 --resolution 48 --threshold 5 --frames 0",
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sbatch: {}",
-        String::from_utf8_lossy(&out.stderr)
+    // The script asks for a GPU, 8 CPUs and 64 GB: this node has none of that.
+    let job = node.submit_array(
+        work,
+        "0-1",
+        &shipped,
+        &["--cpus-per-task", "1", "--mem", "2G", "--gres", "none"],
+        &[
+            ("PATH", path),
+            ("DIST", String::new()),
+            ("ASSETS", "3".into()),
+            ("SEED", "4".into()),
+            ("OUT", work.join("gen").display().to_string()),
+            (
+                "EXTRA",
+                "--mvdream tiny-4view.safetensors --prompt chair --config small.toml --steps 30 --resolution 48 --threshold 5 --frames 0".into(),
+            ),
+        ],
     );
-    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let task = format!("{job}_0");
     let metrics = work.join("gen/runs/asset-0000/metrics.jsonl");
     let logged = || std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count());

@@ -436,9 +436,7 @@ fn refining_a_fitted_field_beats_its_isosurface_export() {
             laplacian: 0.1,
         },
     );
-    let mut refined = extract(&grid, &sdf, &deformation).to_mesh();
-    refined.weld();
-    refined.remove_small_components(settings.min_component);
+    let refined = extract(&grid, &sdf, &deformation).export_mesh(settings.min_component);
     let stage2 = as_surface(&refined);
     let (before, after) = (errors(&stage1), errors(&stage2));
     eprintln!(

@@ -44,6 +44,16 @@ pub struct RandomMvdream {
     pub uncond: candle_core::Tensor,
 }
 
+/// f16 on GPUs, as generate runs; f32 on the CPU, and with `--f32` there too (random
+/// full-size weights can overflow f16, which trained ones do not).
+pub fn network_dtype(args: &[String], dev: &candle_core::Device) -> candle_core::DType {
+    if dev.is_cpu() || args.iter().any(|a| a == "--f32") {
+        candle_core::DType::F32
+    } else {
+        candle_core::DType::F16
+    }
+}
+
 impl RandomMvdream {
     pub fn new(dtype: candle_core::DType, dev: &candle_core::Device) -> anyhow::Result<Self> {
         use dream3d::mvdream::{MvUNetParams, MvdreamArchitecture};

@@ -18,7 +18,7 @@ use dream3d::mesh::export::{Albedo, ExportSettings};
 use dream3d::prompt::Edit;
 use dream3d::run_dir::RunConfig;
 use dream3d::sample::Models;
-use dream3d::shard::{Shard, ShardSource};
+use dream3d::shard::Shard;
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,24 +115,14 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         "--views {}: MVDream was trained on 4 views 90° apart; use --views 4",
         args.views
     );
-    let (shard, shard_source) = match &args.resume {
-        Some(_) => (Shard::WHOLE, ShardSource::Whole),
-        None => Shard::detect(args.shard.as_deref(), args.shards, |k| {
-            std::env::var(k).ok()
-        })?,
+    let (shard, sharded) = match &args.resume {
+        Some(_) => (Shard::WHOLE, false),
+        None => match super::shard_of(args.shard.as_deref(), args.shards, args.assets, "assets")? {
+            Some(found) => found,
+            None => return Ok(()),
+        },
     };
-    // Sharded: by flag or scheduler, even as the one shard of 1 (what `collect` redoes a
-    // whole run with): a rerun continues the shard's plan and skips what it made.
-    let sharded = shard_source != ShardSource::Whole;
     if sharded {
-        if shard.index as usize >= args.assets {
-            eprintln!(
-                "shard {shard} has none of the {} assets: nothing to do",
-                args.assets
-            );
-            return Ok(());
-        }
-        eprintln!("{}", shard_source.describe(shard));
         anyhow::ensure!(
             args.run_dir.is_some() && args.seed.is_some(),
             "a sharded generate needs --run-dir DIR and --seed S, the same for every shard, so that the shards make the assets one process would"

@@ -121,6 +121,29 @@ fn first_unused(base: &Path, markers: &[&str]) -> PathBuf {
         .expect("an unused folder")
 }
 
+/// This process's shard of a command's `items` (`what`, for messages), from `--shard`,
+/// `--shards` or the scheduler, and whether it runs sharded: by flag or scheduler, even as the
+/// one shard of 1 (what `collect` redoes a whole run with), it shares its output folder and
+/// skips what is made there. None: the shard has no items, which it says.
+pub fn shard_of(
+    flag: Option<&str>,
+    shards: Option<u32>,
+    items: usize,
+    what: &str,
+) -> anyhow::Result<Option<(dream3d::shard::Shard, bool)>> {
+    use dream3d::shard::{Shard, ShardSource};
+    let (shard, source) = Shard::detect(flag, shards, |k| std::env::var(k).ok())?;
+    let sharded = source != ShardSource::Whole;
+    if sharded {
+        if shard.index as usize >= items {
+            eprintln!("shard {shard} has none of the {items} {what}: nothing to do");
+            return Ok(None);
+        }
+        eprintln!("{}", source.describe(shard));
+    }
+    Ok(Some((shard, sharded)))
+}
+
 /// A command line from arguments, quoted for POSIX shells where needed.
 pub fn shell_command(args: &[String]) -> String {
     args.iter()

@@ -319,15 +319,15 @@ fn finish_refined(
     on_event: &mut dyn FnMut(AssetEvent),
 ) -> Result<()> {
     let config = refiner.config;
-    let mesh = refined.surface.mesh(finish.export.min_component);
+    let mesh = refined.surface.export_mesh(finish.export.min_component);
     let metadata = serde_json::json!({
         "source": run.root.display().to_string(),
         "step": config.total_steps(),
         "conditioning": config.conditioning,
         "surface": {
             "method": "dmtet",
-            "resolution": refined.surface.grid.resolution,
-            "geometry_steps": refined.surface.step,
+            "resolution": refined.state.grid.resolution,
+            "geometry_steps": refined.state.step,
             "texture_steps": refined.texture.step,
             "min_component": finish.export.min_component,
         },
@@ -350,11 +350,10 @@ fn finish_refined(
         path: output,
         triangles: mesh.triangles.len(),
     });
-    let surface = refined.surface.surface();
     let background = config.refine.background;
     write_turntable(run, finish, on_event, |turntable, camera| {
         refiner.surface_view(
-            &surface,
+            &refined.surface,
             Some(&refined.texture),
             camera,
             turntable.size,
@@ -410,24 +409,6 @@ fn whole_shard() -> String {
     Shard::WHOLE.to_string()
 }
 
-/// The plan file of `shard`.
-fn plan_file(shard: Shard) -> String {
-    if shard.is_whole() {
-        PLAN_FILE.into()
-    } else {
-        format!("plan.{}.toml", shard.tag())
-    }
-}
-
-/// The conditioning file of `shard`'s plan.
-fn conditioning_file(shard: Shard) -> String {
-    if shard.is_whole() {
-        PLAN_CONDITIONING_FILE.into()
-    } else {
-        format!("conditioning.{}.safetensors", shard.tag())
-    }
-}
-
 impl Plan {
     /// Writes the plan and every asset's conditioning (`conditioning.cond`: one row per asset)
     /// into parent directory `root`, which other shards' plans may share.
@@ -447,14 +428,14 @@ impl Plan {
             )));
         }
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-        conditioning.save_file(&root.join(conditioning_file(shard)))?;
+        conditioning.save_file(&root.join(shard.file_name(PLAN_CONDITIONING_FILE)))?;
         plan.save(root)?;
         Ok(plan)
     }
 
     /// `shard`'s plan in parent directory `root`.
     pub fn open(root: &Path, shard: Shard) -> Result<Self> {
-        let path = root.join(plan_file(shard));
+        let path = root.join(shard.file_name(PLAN_FILE));
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let mut plan: Self = toml::from_str(&text).map_err(|e| Error::BadConfig {
             path,
@@ -472,7 +453,7 @@ impl Plan {
 
     /// Whether `root` holds `shard`'s plan.
     pub fn exists(root: &Path, shard: Shard) -> bool {
-        root.join(plan_file(shard)).is_file()
+        root.join(shard.file_name(PLAN_FILE)).is_file()
     }
 
     pub fn shard(&self) -> Result<Shard> {
@@ -481,7 +462,10 @@ impl Plan {
 
     fn save(&self, root: &Path) -> Result<()> {
         let text = toml::to_string_pretty(self).expect("plans serialise to TOML");
-        write_atomic(&root.join(plan_file(self.shard()?)), text.as_bytes())
+        write_atomic(
+            &root.join(self.shard()?.file_name(PLAN_FILE)),
+            text.as_bytes(),
+        )
     }
 
     /// Changes every asset's step counts, started or not: the field's, and each phase of the
@@ -519,7 +503,8 @@ impl Plan {
         on_event: &mut dyn FnMut(AssetEvent),
     ) -> Result<PlanOutcome> {
         let shard = self.shard()?;
-        let all = Conditioning::load_file(&root.join(conditioning_file(shard)), device)?;
+        let all =
+            Conditioning::load_file(&root.join(shard.file_name(PLAN_CONDITIONING_FILE)), device)?;
         let record = |planned: &PlannedAsset, status, seconds, error: Option<String>| {
             let record = ItemRecord {
                 item: planned.item,

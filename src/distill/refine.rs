@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::gpu::surface::SurfaceRenderer;
 use crate::gpu::{AdamConfig, GpuField};
 use crate::imaging::{contact_sheet, save_png};
+use crate::mesh::export::albedo;
 use crate::mesh::surface::{laplacian_smoothness, normal_consistency};
-use crate::mesh::TriangleMesh;
 use crate::random::step_rng;
 use crate::run_dir::RunDir;
 use crate::turntable::Turntable;
@@ -219,15 +219,6 @@ impl SurfaceState {
         extract(&self.grid, &self.sdf, &self.deformation)
     }
 
-    /// The surface as an export takes it: welded, components under `min_component` of the
-    /// largest dropped.
-    pub fn mesh(&self, min_component: f64) -> TriangleMesh {
-        let mut mesh = self.surface().to_mesh();
-        mesh.weld();
-        mesh.remove_small_components(min_component);
-        mesh
-    }
-
     /// One Adam update from the gradients of the signed distances and the deformations.
     fn update(&mut self, s: &RefineSettings, grad_sdf: &[f64], grad_deformation: &[[f64; 3]]) {
         self.step += 1;
@@ -346,6 +337,32 @@ pub struct RefineReport {
     pub seconds: StageTimes,
 }
 
+/// A step's report: its guidance score, regularisers (normal consistency, Laplacian, sign;
+/// zero in the texture phase), surface size and times.
+fn report(
+    step: u64,
+    phase: Phase,
+    score: &ViewScore,
+    [normal_consistency, laplacian, sign_consistency]: [f64; 3],
+    surface: &Surface,
+    seconds: StageTimes,
+) -> RefineReport {
+    RefineReport {
+        step,
+        phase,
+        loss: score.loss,
+        normal_consistency,
+        laplacian,
+        sign_consistency,
+        t: score.t,
+        size: score.size,
+        pixel_grad_norm: score.grad_norm,
+        vertices: surface.positions.len(),
+        triangles: surface.triangles.len(),
+        seconds,
+    }
+}
+
 /// The renderer, cameras and guidance shared by both phases.
 pub struct Refiner<'a> {
     pub config: &'a GenerateConfig,
@@ -461,20 +478,14 @@ impl Refiner<'_> {
             return Err(Error::NonFiniteSurface { step });
         }
         times.optimizer = seconds(start);
-        Ok(RefineReport {
+        Ok(report(
             step,
-            phase: Phase::Geometry,
-            loss: score.loss,
-            normal_consistency: nc,
-            laplacian: lap,
-            sign_consistency: sign,
-            t: score.t,
-            size: s.image_size,
-            pixel_grad_norm: score.grad_norm,
-            vertices: surface.positions.len(),
-            triangles: surface.triangles.len(),
-            seconds: times,
-        })
+            Phase::Geometry,
+            &score,
+            [nc, lap, sign],
+            &surface,
+            times,
+        ))
     }
 
     /// Texture step `field.step` (run step `step`) on the frozen `surface`: AdamW on `field`
@@ -510,20 +521,14 @@ impl Refiner<'_> {
         let start = Instant::now();
         field.adam_step(&s.texture_adam)?;
         times.optimizer = seconds(start);
-        Ok(RefineReport {
+        Ok(report(
             step,
-            phase: Phase::Texture,
-            loss: score.loss,
-            normal_consistency: 0.0,
-            laplacian: 0.0,
-            sign_consistency: 0.0,
-            t: score.t,
-            size: s.image_size,
-            pixel_grad_norm: score.grad_norm,
-            vertices: surface.positions.len(),
-            triangles: surface.triangles.len(),
-            seconds: times,
-        })
+            Phase::Texture,
+            &score,
+            [0.0; 3],
+            surface,
+            times,
+        ))
     }
 
     /// 4 views at the evaluation cameras, side by side: normal maps of the grid's surface, or
@@ -582,18 +587,11 @@ impl Refiner<'_> {
     }
 }
 
-/// The field's albedo at `points`.
-fn albedo(field: &GpuField, points: &[[f32; 3]]) -> Result<Vec<[f32; 3]>> {
-    Ok(field
-        .query(points)?
-        .into_iter()
-        .map(|v| [v[0], v[1], v[2]])
-        .collect())
-}
-
-/// The mesh stage's result: the refined surface and the field its albedo comes from.
+/// The mesh stage's result: the refined grid, its surface (extracted once, for the texture
+/// phase and the export alike) and the field its albedo comes from.
 pub struct Refined {
-    pub surface: SurfaceState,
+    pub state: SurfaceState,
+    pub surface: Surface,
     pub texture: GpuField,
 }
 
@@ -800,8 +798,10 @@ pub fn run(
     if let Some(next_step) = stopped {
         return Ok(RefineOutcome::Interrupted { next_step });
     }
+    let texture = texture.field;
     Ok(RefineOutcome::Finished(Box::new(Refined {
-        surface: state,
-        texture: texture.field,
+        state,
+        surface,
+        texture,
     })))
 }

@@ -243,6 +243,8 @@ impl Distiller {
 pub struct ViewScore {
     pub loss: f64,
     pub t: usize,
+    /// The views' square size.
+    pub size: u32,
     /// dL/d(rgb) per pixel (view-major, row-major; opacity 0), as the renderers take it.
     pub grad: Vec<[f32; 4]>,
     pub grad_norm: f64,
@@ -310,6 +312,7 @@ pub fn score_views(
     Ok(ViewScore {
         loss: gradient.loss,
         t,
+        size,
         grad,
         grad_norm,
         seconds: [encode, guided, seconds(start)],

@@ -14,6 +14,7 @@ use candle_transformers::models::clip::text_model::{
 use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
 use image::imageops::FilterType;
 use image::RgbImage;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -21,44 +22,78 @@ use std::path::{Path, PathBuf};
 const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 const STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
-/// `dir/config.json`: its path, its JSON, and the top-level `projection_dim` of a whole
-/// `CLIPModel` config.
-fn read_config(dir: &Path) -> Result<(PathBuf, serde_json::Value, Option<usize>)> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    let projection = json["projection_dim"].as_u64().map(|v| v as usize);
-    Ok((path, json, projection))
+/// What both towers' config sections say that loading checks.
+trait Section: DeserializeOwned {
+    fn activation(&self) -> &str;
+    fn layer_norm_eps(&self) -> f64;
+    fn projection_dim(&self) -> Option<usize>;
+    fn hidden_size(&self) -> usize;
 }
 
-/// What candle-transformers' CLIP implements: OpenAI's towers.
-fn check_openai(path: &Path, activation: &str, eps: f64) -> Result<()> {
-    if activation != "quick_gelu" || (eps - 1e-5).abs() > 1e-12 {
-        return Err(Error::BadConfig {
-            path: path.to_path_buf(),
-            reason: format!(
+/// A tower's checkpoint folder opened: its config section (under `key` in a whole `CLIPModel`
+/// config, else the top level), checked to be an OpenAI tower, with its projection size and
+/// its weights as a shape-checking builder.
+struct Tower<C> {
+    config_path: PathBuf,
+    config: C,
+    projection_dim: usize,
+    weights: VarBuilder<'static>,
+    weights_path: PathBuf,
+}
+
+impl<C: Section> Tower<C> {
+    fn open(dir: &Path, key: &str, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let bad = |reason: String| Error::BadConfig {
+            path: config_path.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let section = json.get(key).unwrap_or(&json).clone();
+        let config: C = serde_json::from_value(section).map_err(|e| bad(e.to_string()))?;
+        // What candle-transformers' CLIP implements: OpenAI's towers.
+        let (activation, eps) = (config.activation(), config.layer_norm_eps());
+        if activation != "quick_gelu" || (eps - 1e-5).abs() > 1e-12 {
+            return Err(bad(format!(
                 "hidden_act {activation} and layer_norm_eps {eps}: only OpenAI's CLIP towers (quick_gelu, 1e-5) are supported, e.g. openai/clip-vit-large-patch14"
-            ),
-        });
+            )));
+        }
+        let top_level = json["projection_dim"].as_u64().map(|v| v as usize);
+        let projection_dim = config.projection_dim().or(top_level).ok_or_else(|| {
+            bad("no projection_dim: a CLIP checkpoint with its projections is needed".into())
+        })?;
+        let weights_path = dir.join("model.safetensors");
+        let tensors = candle_core::safetensors::load(&weights_path, device)
+            .map_err(|e| Error::io(&weights_path, e))?;
+        Ok(Self {
+            config_path,
+            config,
+            projection_dim,
+            weights: VarBuilder::from_tensors(tensors, DType::F32, device),
+            weights_path,
+        })
     }
-    Ok(())
-}
 
-fn projection_dim(path: &Path, dim: Option<usize>) -> Result<usize> {
-    dim.ok_or_else(|| Error::BadConfig {
-        path: path.to_path_buf(),
-        reason: "no projection_dim: a CLIP checkpoint with its projections is needed".into(),
-    })
-}
-
-/// `dir/model.safetensors` as a shape-checking builder, and its path for errors.
-fn weights(dir: &Path, device: &Device) -> Result<(VarBuilder<'static>, PathBuf)> {
-    let path = dir.join("model.safetensors");
-    let tensors = candle_core::safetensors::load(&path, device).map_err(|e| Error::io(&path, e))?;
-    Ok((VarBuilder::from_tensors(tensors, DType::F32, device), path))
+    /// The network under `prefix` (made by `make`) and the projection `projection`.
+    fn build<T>(
+        &self,
+        prefix: &str,
+        projection: &str,
+        make: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+    ) -> Result<(T, Linear)> {
+        let named =
+            |e: candle_core::Error| Error::Input(format!("{}: {e}", self.weights_path.display()));
+        let network = make(self.weights.pp(prefix)).map_err(named)?;
+        let projection = candle_nn::linear_no_bias(
+            self.config.hidden_size(),
+            self.projection_dim,
+            self.weights.pp(projection),
+        )
+        .map_err(named)?;
+        Ok((network, projection))
+    }
 }
 
 /// The vision part of a transformers CLIP `config.json` (top level, or under `vision_config`).
@@ -104,36 +139,27 @@ impl ClipImageEncoder {
     /// The tower in folder `dir` (`config.json` and `model.safetensors`, as transformers saves
     /// them), every tensor shape-checked against the config.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let (config_path, json, top_projection) = read_config(dir)?;
-        let vision = json.get("vision_config").unwrap_or(&json).clone();
-        let c: VisionConfig = serde_json::from_value(vision).map_err(|e| Error::BadConfig {
-            path: config_path.clone(),
-            reason: e.to_string(),
-        })?;
-        check_openai(&config_path, &c.hidden_act, c.layer_norm_eps)?;
-        let projection_dim = projection_dim(&config_path, c.projection_dim.or(top_projection))?;
+        let tower = Tower::<VisionConfig>::open(dir, "vision_config", device)?;
+        let c = &tower.config;
         let config = ClipVisionConfig {
             embed_dim: c.hidden_size,
             activation: Activation::QuickGelu,
             intermediate_size: c.intermediate_size,
             num_hidden_layers: c.num_hidden_layers,
             num_attention_heads: c.num_attention_heads,
-            projection_dim,
+            projection_dim: tower.projection_dim,
             num_channels: c.num_channels,
             image_size: c.image_size,
             patch_size: c.patch_size,
         };
-        let (vb, file) = weights(dir, device)?;
-        let named = |e: candle_core::Error| Error::Input(format!("{}: {e}", file.display()));
-        let tower = ClipVisionTransformer::new(vb.pp("vision_model"), &config).map_err(named)?;
-        let projection =
-            candle_nn::linear_no_bias(c.hidden_size, projection_dim, vb.pp("visual_projection"))
-                .map_err(named)?;
+        let (network, projection) = tower.build("vision_model", "visual_projection", |vb| {
+            ClipVisionTransformer::new(vb, &config)
+        })?;
         Ok(Self {
-            tower,
+            tower: network,
             projection,
             image_size: c.image_size,
-            embedding_dim: projection_dim,
+            embedding_dim: tower.projection_dim,
         })
     }
 
@@ -207,20 +233,14 @@ impl ClipTextEncoder {
     /// legacy `eos_token_id` = 2), CLIP's end-of-text token being the last of its vocabulary;
     /// a config with another end token is refused.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let (config_path, json, top_projection) = read_config(dir)?;
-        let text = json.get("text_config").unwrap_or(&json).clone();
-        let c: TextConfig = serde_json::from_value(text).map_err(|e| Error::BadConfig {
-            path: config_path.clone(),
-            reason: e.to_string(),
-        })?;
-        check_openai(&config_path, &c.hidden_act, c.layer_norm_eps)?;
+        let tower = Tower::<TextConfig>::open(dir, "text_config", device)?;
+        let c = &tower.config;
         if c.eos_token_id.is_some_and(|id| id != 2) {
             return Err(Error::BadConfig {
-                path: config_path,
+                path: tower.config_path.clone(),
                 reason: "an eos_token_id other than OpenAI's legacy 2: transformers would pool at that token, this tower at the highest id".into(),
             });
         }
-        let projection_dim = projection_dim(&config_path, c.projection_dim.or(top_projection))?;
         let config = ClipTextConfig {
             vocab_size: c.vocab_size,
             embed_dim: c.hidden_size,
@@ -230,19 +250,16 @@ impl ClipTextEncoder {
             pad_with: None,
             num_hidden_layers: c.num_hidden_layers,
             num_attention_heads: c.num_attention_heads,
-            projection_dim,
+            projection_dim: tower.projection_dim,
         };
-        let (vb, file) = weights(dir, device)?;
-        let named = |e: candle_core::Error| Error::Input(format!("{}: {e}", file.display()));
-        let tower = ClipTextTransformer::new(vb.pp("text_model"), &config).map_err(named)?;
-        let projection =
-            candle_nn::linear_no_bias(c.hidden_size, projection_dim, vb.pp("text_projection"))
-                .map_err(named)?;
+        let (network, projection) = tower.build("text_model", "text_projection", |vb| {
+            ClipTextTransformer::new(vb, &config)
+        })?;
         Ok(Self {
-            tower,
+            tower: network,
             projection,
             max_tokens: c.max_position_embeddings,
-            embedding_dim: projection_dim,
+            embedding_dim: tower.projection_dim,
         })
     }
 
@@ -252,3 +269,25 @@ impl ClipTextEncoder {
         Ok(self.projection.forward(&pooled)?)
     }
 }
+
+/// Both sections answer loading's questions alike.
+macro_rules! section {
+    ($config:ty) => {
+        impl Section for $config {
+            fn activation(&self) -> &str {
+                &self.hidden_act
+            }
+            fn layer_norm_eps(&self) -> f64 {
+                self.layer_norm_eps
+            }
+            fn projection_dim(&self) -> Option<usize> {
+                self.projection_dim
+            }
+            fn hidden_size(&self) -> usize {
+                self.hidden_size
+            }
+        }
+    };
+}
+section!(VisionConfig);
+section!(TextConfig);

@@ -78,7 +78,7 @@ pub fn extract(
 }
 
 /// The field's albedo (sRGB) at `points`, queried in slices that keep GPU buffers small.
-fn albedo(field: &GpuField, points: &[[f32; 3]]) -> Result<Vec<[f32; 3]>> {
+pub fn albedo(field: &GpuField, points: &[[f32; 3]]) -> Result<Vec<[f32; 3]>> {
     const SLICE: usize = 1 << 20;
     let mut colors = Vec::with_capacity(points.len());
     for slice in points.chunks(SLICE) {

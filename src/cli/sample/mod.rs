@@ -14,7 +14,6 @@ use dream3d::manifest::{self, ItemRecord, ItemStatus};
 use dream3d::mvdream::MvdreamModel;
 use dream3d::prompt::Edit;
 use dream3d::sample::{ImageSampler, ImageSeed, Models, SampleSettings};
-use dream3d::shard::{Shard, ShardSource};
 use dream3d::stable_diffusion::StableDiffusion;
 use indicatif::{ProgressBar, ProgressStyle};
 use init_noise::InitNoise;
@@ -151,21 +150,12 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|spec| InitNoise::read(spec, views))
         .transpose()?;
-    let (shard, shard_source) = Shard::detect(args.shard.as_deref(), args.shards, |k| {
-        std::env::var(k).ok()
-    })?;
-    // Sharded: by flag or scheduler, even as the one shard of 1 (what `collect` redoes a
-    // whole run with): the folder is shared, what is made there is skipped.
-    let sharded = shard_source != ShardSource::Whole;
+    let Some((shard, sharded)) =
+        super::shard_of(args.shard.as_deref(), args.shards, args.images, "images")?
+    else {
+        return Ok(());
+    };
     if sharded {
-        if shard.index as usize >= args.images {
-            eprintln!(
-                "shard {shard} has none of the {} images: nothing to do",
-                args.images
-            );
-            return Ok(());
-        }
-        eprintln!("{}", shard_source.describe(shard));
         anyhow::ensure!(
             args.output.is_some() && args.seed.is_some(),
             "a sharded sample needs -o DIR and --seed S, the same for every shard, so that the shards fill one folder with the images one process would make"
@@ -393,7 +383,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         all.extend(objects.into_iter().flatten());
     }
     progress.finish();
-    let sidecar = sidecar::file_name(shard);
+    let sidecar = shard.file_name(sidecar::FILE);
     if sharded {
         record.write(&out, shard)?;
         eprintln!(

@@ -52,16 +52,7 @@ impl Sidecar {
     /// Writes `samples.json`, or a shard's `samples.shard-I-of-N.json`.
     pub fn write(&self, dir: &Path, shard: Shard) -> dream3d::Result<()> {
         let json = serde_json::to_string_pretty(self).expect("sidecar serialises");
-        dream3d::files::write_atomic(&dir.join(file_name(shard)), json.as_bytes())
-    }
-}
-
-/// The sidecar's name for `shard`.
-pub fn file_name(shard: Shard) -> String {
-    if shard.is_whole() {
-        FILE.into()
-    } else {
-        format!("samples.{}.json", shard.tag())
+        dream3d::files::write_atomic(&dir.join(shard.file_name(FILE)), json.as_bytes())
     }
 }
 
